@@ -1,0 +1,400 @@
+"""AVPs: the data types of RFC 6733 section 4.2/4.3 and their wire encoding.
+
+An :class:`Avp` is a frozen dataclass carrying a typed value; it encodes
+itself without a dictionary. Decoding needs a dictionary to know each AVP's
+type (see :func:`decode_avps`); an AVP the dictionary does not know decodes as
+an OctetString.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, TypeAlias
+
+from imsp2pd.diameter.codes import AvpCode, AvpFlag, ResultCode, TgppAvp, Vendor
+from imsp2pd.diameter.errors import DecodeError, EncodeError
+
+if TYPE_CHECKING:
+    from imsp2pd.diameter.dictionary import Dictionary
+
+
+class AvpType(Enum):
+    OCTET_STRING = "OctetString"
+    INTEGER32 = "Integer32"
+    INTEGER64 = "Integer64"
+    UNSIGNED32 = "Unsigned32"
+    UNSIGNED64 = "Unsigned64"
+    FLOAT32 = "Float32"
+    FLOAT64 = "Float64"
+    GROUPED = "Grouped"
+    ADDRESS = "Address"
+    TIME = "Time"
+    UTF8_STRING = "UTF8String"
+    DIAMETER_IDENTITY = "DiameterIdentity"
+    DIAMETER_URI = "DiameterURI"
+    ENUMERATED = "Enumerated"
+    IP_FILTER_RULE = "IPFilterRule"
+
+
+Value: TypeAlias = (
+    bytes | int | float | str | IPv4Address | IPv6Address | datetime | tuple["Avp", ...]
+)
+
+#: The epoch of the Time type (NTP, RFC 5905).
+NTP_EPOCH = datetime(1900, 1, 1, tzinfo=UTC)
+#: NTP era 1 starts here; 32-bit values below 2**31 are read as era 1 (RFC 6733 4.3.1).
+_ERA_SPLIT = 0x80000000
+
+_STR_TYPES = frozenset(
+    {AvpType.UTF8_STRING, AvpType.DIAMETER_IDENTITY, AvpType.DIAMETER_URI, AvpType.IP_FILTER_RULE}
+)
+_INT_FORMATS: dict[AvpType, tuple[str, int, int]] = {
+    AvpType.INTEGER32: ("!i", -(2**31), 2**31 - 1),
+    AvpType.ENUMERATED: ("!i", -(2**31), 2**31 - 1),
+    AvpType.INTEGER64: ("!q", -(2**63), 2**63 - 1),
+    AvpType.UNSIGNED32: ("!I", 0, 2**32 - 1),
+    AvpType.UNSIGNED64: ("!Q", 0, 2**64 - 1),
+}
+_INT_STRUCTS = {t: struct.Struct(f) for t, (f, _, _) in _INT_FORMATS.items()}
+_F32 = struct.Struct("!f")
+_F64 = struct.Struct("!d")
+_HEADER = struct.Struct("!II")
+_VENDOR = struct.Struct("!I")
+
+
+def default_vendor(code: int) -> int:
+    """The vendor an AVP code implies: 10415 for :class:`TgppAvp` members, else 0."""
+    return Vendor.TGPP if isinstance(code, TgppAvp) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Avp:
+    """One AVP. ``vendor`` None means no V bit; a Grouped value is a tuple of Avps."""
+
+    code: int
+    value: Value
+    type: AvpType = AvpType.OCTET_STRING
+    vendor: int | None = None
+    mandatory: bool = False
+    protected: bool = False
+
+    @property
+    def flags(self) -> int:
+        flags = 0
+        if self.vendor is not None:
+            flags |= AvpFlag.VENDOR
+        if self.mandatory:
+            flags |= AvpFlag.MANDATORY
+        if self.protected:
+            flags |= AvpFlag.PROTECTED
+        return flags
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(code, vendor) with 0 for no vendor: how dictionaries index AVPs."""
+        return (int(self.code), self.vendor or 0)
+
+    def encode(self) -> bytes:
+        payload = encode_value(self.type, self.value)
+        header_len = 12 if self.vendor is not None else 8
+        length = header_len + len(payload)
+        if length > 0xFFFFFF:
+            raise EncodeError(f"AVP {self.code} is too long ({length} bytes)")
+        out = _HEADER.pack(self.code, (self.flags << 24) | length)
+        if self.vendor is not None:
+            out += _VENDOR.pack(self.vendor)
+        return out + payload + b"\0" * (-length % 4)
+
+    # Grouped helpers -------------------------------------------------------
+
+    def children(self) -> tuple[Avp, ...]:
+        if self.type is not AvpType.GROUPED:
+            raise TypeError(f"AVP {self.code} is not Grouped")
+        assert isinstance(self.value, tuple)
+        return self.value
+
+    def find(self, code: int, vendor: int | None = None) -> Avp | None:
+        return find_avp(self.children(), code, vendor)
+
+    def find_all(self, code: int, vendor: int | None = None) -> Iterator[Avp]:
+        return find_all(self.children(), code, vendor)
+
+    def get(self, code: int, vendor: int | None = None, default: object = None) -> object:
+        found = self.find(code, vendor)
+        return default if found is None else found.value
+
+
+def find_all(avps: tuple[Avp, ...], code: int, vendor: int | None = None) -> Iterator[Avp]:
+    want_vendor = default_vendor(code) if vendor is None else vendor
+    code = int(code)
+    for a in avps:
+        if a.code == code and (a.vendor or 0) == want_vendor:
+            yield a
+
+
+def find_avp(avps: tuple[Avp, ...], code: int, vendor: int | None = None) -> Avp | None:
+    return next(find_all(avps, code, vendor), None)
+
+
+# Values ------------------------------------------------------------------------
+
+
+def encode_value(kind: AvpType, value: Value) -> bytes:
+    """The payload (unpadded) of ``value`` as ``kind``; :class:`EncodeError` if it does not fit."""
+    try:
+        if kind is AvpType.OCTET_STRING:
+            if not isinstance(value, bytes | bytearray):
+                raise EncodeError(f"OctetString needs bytes, not {type(value).__name__}")
+            return bytes(value)
+        if kind in _STR_TYPES:
+            if not isinstance(value, str):
+                raise EncodeError(f"{kind.value} needs str, not {type(value).__name__}")
+            return value.encode("utf-8")
+        fmt = _INT_FORMATS.get(kind)
+        if fmt is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise EncodeError(f"{kind.value} needs int, not {type(value).__name__}")
+            _, low, high = fmt
+            if not low <= value <= high:
+                raise EncodeError(f"{value} is out of range for {kind.value}")
+            return _INT_STRUCTS[kind].pack(value)
+        if kind is AvpType.GROUPED:
+            if not isinstance(value, tuple):
+                raise EncodeError("Grouped needs a tuple of Avp")
+            return b"".join(child.encode() for child in value)
+        if kind is AvpType.FLOAT32:
+            if not isinstance(value, float | int):
+                raise EncodeError("Float32 needs a float")
+            return _F32.pack(value)
+        if kind is AvpType.FLOAT64:
+            if not isinstance(value, float | int):
+                raise EncodeError("Float64 needs a float")
+            return _F64.pack(value)
+        if kind is AvpType.ADDRESS:
+            if isinstance(value, IPv4Address):
+                return b"\0\x01" + value.packed
+            if isinstance(value, IPv6Address):
+                return b"\0\x02" + value.packed
+            raise EncodeError("Address needs an IPv4Address or IPv6Address")
+        if kind is AvpType.TIME:
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                raise EncodeError("Time needs an aware datetime")
+            seconds = int((value - NTP_EPOCH).total_seconds())
+            if not (_ERA_SPLIT <= seconds < 2**32 + _ERA_SPLIT):
+                raise EncodeError(f"{value} is outside the range of the Time type")
+            return _VENDOR.pack(seconds % 2**32)
+    except (struct.error, OverflowError) as exc:
+        raise EncodeError(f"cannot encode {value!r} as {kind.value}: {exc}") from exc
+    raise EncodeError(f"unknown AVP type {kind}")  # pragma: no cover
+
+
+_FIXED_LENGTH = {
+    AvpType.INTEGER32: 4,
+    AvpType.ENUMERATED: 4,
+    AvpType.UNSIGNED32: 4,
+    AvpType.INTEGER64: 8,
+    AvpType.UNSIGNED64: 8,
+    AvpType.FLOAT32: 4,
+    AvpType.FLOAT64: 8,
+    AvpType.TIME: 4,
+}
+
+
+class _ValueError(Exception):
+    def __init__(self, reason: str, result_code: int) -> None:
+        self.reason = reason
+        self.result_code = result_code
+
+
+def _decode_scalar(kind: AvpType, data: bytes) -> Value:
+    expected = _FIXED_LENGTH.get(kind)
+    if expected is not None and len(data) != expected:
+        raise _ValueError(
+            f"{kind.value} payload is {len(data)} bytes, not {expected}",
+            ResultCode.INVALID_AVP_LENGTH,
+        )
+    if kind is AvpType.OCTET_STRING:
+        return data
+    if kind in _STR_TYPES:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _ValueError(
+                f"{kind.value} is not valid UTF-8", ResultCode.INVALID_AVP_VALUE
+            ) from None
+    if kind in _INT_STRUCTS:
+        return int(_INT_STRUCTS[kind].unpack(data)[0])
+    if kind is AvpType.FLOAT32:
+        return float(_F32.unpack(data)[0])
+    if kind is AvpType.FLOAT64:
+        return float(_F64.unpack(data)[0])
+    if kind is AvpType.TIME:
+        seconds = _VENDOR.unpack(data)[0]
+        if seconds < _ERA_SPLIT:
+            seconds += 2**32
+        return NTP_EPOCH + timedelta(seconds=seconds)
+    if kind is AvpType.ADDRESS:
+        if len(data) < 2:
+            raise _ValueError("Address is shorter than its family", ResultCode.INVALID_AVP_LENGTH)
+        family = int.from_bytes(data[:2], "big")
+        if family == 1:
+            if len(data) != 6:
+                raise _ValueError("IPv4 Address is not 4 bytes", ResultCode.INVALID_AVP_LENGTH)
+            return IPv4Address(data[2:])
+        if family == 2:
+            if len(data) != 18:
+                raise _ValueError("IPv6 Address is not 16 bytes", ResultCode.INVALID_AVP_LENGTH)
+            return IPv6Address(data[2:])
+        raise _ValueError(f"unsupported address family {family}", ResultCode.INVALID_AVP_VALUE)
+    raise _ValueError(f"unknown AVP type {kind}", ResultCode.UNABLE_TO_COMPLY)  # pragma: no cover
+
+
+def decode_avps(
+    data: bytes,
+    dictionary: Dictionary,
+    *,
+    strict: bool = True,
+    start: int = 0,
+    end: int | None = None,
+    lenient: bool = False,
+) -> tuple[Avp, ...]:
+    """Decode the AVPs in ``data[start:end]``.
+
+    Raises :class:`DecodeError` with the RFC 6733 result code and a
+    Failed-AVP. With ``strict`` (requests), an unknown AVP with the M bit
+    raises 5001 DIAMETER_AVP_UNSUPPORTED and an M bit the dictionary forbids
+    raises 3009 DIAMETER_INVALID_AVP_BITS; without it (answers) both pass.
+
+    The contents of a Failed-AVP are invalid by nature: a value inside it that
+    does not decode as its type is kept as raw octets (``lenient``).
+    """
+    if end is None:
+        end = len(data)
+    out: list[Avp] = []
+    pos = start
+    unpack_header = _HEADER.unpack_from
+    while pos < end:
+        if end - pos < 8:
+            raise DecodeError(
+                "truncated AVP header",
+                ResultCode.INVALID_AVP_LENGTH,
+                Avp(0, bytes(data[pos:end])),
+            )
+        code, flags_len = unpack_header(data, pos)
+        flags = flags_len >> 24
+        length = flags_len & 0xFFFFFF
+        has_vendor = bool(flags & AvpFlag.VENDOR)
+        mandatory = bool(flags & AvpFlag.MANDATORY)
+        protected = bool(flags & AvpFlag.PROTECTED)
+        header_len = 12 if has_vendor else 8
+        vendor: int | None = None
+        if has_vendor:
+            if end - pos < 12:
+                raise DecodeError(
+                    f"AVP {code}: truncated vendor id",
+                    ResultCode.INVALID_AVP_LENGTH,
+                    Avp(code, b"", mandatory=mandatory),
+                )
+            vendor = _VENDOR.unpack_from(data, pos + 8)[0]
+        if length < header_len or pos + length > end:
+            payload = bytes(data[pos + header_len : min(end, pos + max(length, header_len))])
+            raise DecodeError(
+                f"AVP {code}: length {length} does not fit",
+                ResultCode.INVALID_AVP_LENGTH,
+                Avp(code, payload, vendor=vendor, mandatory=mandatory, protected=protected),
+            )
+        payload_start = pos + header_len
+        payload_end = pos + length
+        definition = dictionary.avp_def(code, vendor or 0)
+        if definition is None:
+            if strict and mandatory:
+                raise DecodeError(
+                    f"unknown AVP {code} (vendor {vendor or 0}) with the M bit",
+                    ResultCode.AVP_UNSUPPORTED,
+                    Avp(
+                        code, bytes(data[payload_start:payload_end]), vendor=vendor, mandatory=True
+                    ),
+                )
+            kind = AvpType.OCTET_STRING
+        else:
+            kind = definition.type
+            if strict and mandatory and not definition.may_be_mandatory:
+                raise DecodeError(
+                    f"AVP {definition.name} must not carry the M bit",
+                    ResultCode.INVALID_AVP_BITS,
+                    Avp(
+                        code, bytes(data[payload_start:payload_end]), vendor=vendor, mandatory=True
+                    ),
+                )
+        value: Value
+        if kind is AvpType.GROUPED:
+            try:
+                value = decode_avps(
+                    data,
+                    dictionary,
+                    strict=strict,
+                    start=payload_start,
+                    end=payload_end,
+                    lenient=lenient or (code == AvpCode.FAILED_AVP and not has_vendor),
+                )
+            except DecodeError as exc:
+                if lenient:
+                    out.append(
+                        Avp(
+                            code,
+                            bytes(data[payload_start:payload_end]),
+                            vendor=vendor,
+                            mandatory=mandatory,
+                            protected=protected,
+                        )
+                    )
+                    pos += length + (-length % 4)
+                    continue
+                inner = exc.failed_avp
+                exc.failed_avp = Avp(
+                    code,
+                    (inner,) if inner is not None else (),
+                    AvpType.GROUPED,
+                    vendor,
+                    mandatory,
+                    protected,
+                )
+                raise
+        else:
+            try:
+                value = _decode_scalar(kind, bytes(data[payload_start:payload_end]))
+            except _ValueError as exc:
+                if lenient:
+                    out.append(
+                        Avp(
+                            code,
+                            bytes(data[payload_start:payload_end]),
+                            vendor=vendor,
+                            mandatory=mandatory,
+                            protected=protected,
+                        )
+                    )
+                    pos += length + (-length % 4)
+                    continue
+                name = definition.name if definition is not None else str(code)
+                raise DecodeError(
+                    f"AVP {name}: {exc.reason}",
+                    exc.result_code,
+                    Avp(
+                        code,
+                        bytes(data[payload_start:payload_end]),
+                        vendor=vendor,
+                        mandatory=mandatory,
+                        protected=protected,
+                    ),
+                ) from None
+        out.append(Avp(code, value, kind, vendor, mandatory, protected))
+        pos += length + (-length % 4)
+    # The padding of the last AVP may run past ``end`` (a Grouped whose length leaves
+    # it out): that is tolerated, as RFC 6733 asks receivers to be liberal there.
+    return tuple(out)
