@@ -1,0 +1,1 @@
+"""The ``imsp2p`` command: the client of providers and consumers, and the operator's tool."""

@@ -1,0 +1,1 @@
+"""imsp2pd.content"""

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what imsp2pd, its tests and its lab need, idempotently:
+# Debian packages for the real peers (when root and missing), then a venv in
+# .venv with the project (editable) and its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(tshark sip-tester aria2 wrk opentracker freediameter)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (run as root to install): ${missing[*]}" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=68' wheel
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,conformance]'

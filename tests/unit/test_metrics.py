@@ -1,0 +1,33 @@
+import pytest
+
+from imsp2pd.metrics import Registry
+
+
+def test_render_prometheus_text() -> None:
+    r = Registry()
+    c = r.counter("imsp2pd_things_total", "Things done", ("kind",))
+    c.inc(kind="a")
+    c.inc(2, kind='b"q')
+    r.gauge("imsp2pd_level", "A level", fn=lambda: 1.5)
+    r.gauge("imsp2pd_by", "By label", ("x",), fn=lambda: {("1",): 3})
+    text = r.render()
+    assert "# TYPE imsp2pd_things_total counter" in text
+    assert 'imsp2pd_things_total{kind="a"} 1' in text
+    assert 'imsp2pd_things_total{kind="b\\"q"} 2' in text
+    assert "imsp2pd_level 1.5" in text
+    assert 'imsp2pd_by{x="1"} 3' in text
+    assert text.endswith("\n")
+
+
+def test_misuse() -> None:
+    r = Registry()
+    c = r.counter("a_total", "a", ("l",))
+    with pytest.raises(ValueError):
+        c.inc(-1, l="x")
+    with pytest.raises(ValueError):
+        c.inc(m="x")
+    with pytest.raises(ValueError):
+        r.gauge("a_total", "a")
+    assert r.counter("a_total", "a", ("l",)) is c
+    with pytest.raises(ValueError):
+        r.counter("bad name", "x")
