@@ -18,6 +18,7 @@ directory that holds the file, so ``state_dir = "../var"`` in
 
 from __future__ import annotations
 
+import builtins
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -60,10 +61,10 @@ class Field:
     message for a value of the right type that is still wrong, or ``None``.
     """
 
-    type: type
+    type: builtins.type
     default: Any = REQUIRED
     help: str = ""
-    item: type | None = None
+    item: builtins.type | None = None
     check: Callable[[Any], str | None] | None = None
 
 

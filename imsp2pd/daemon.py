@@ -108,7 +108,7 @@ class RoleService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        self.control.roles_up.add(self.name)
+        self.control.roles_up.add(str(self.name))
 
     def stopService(self) -> Any:
         self.control.roles_up.discard(self.name)
@@ -128,7 +128,8 @@ def build(p: Plan, reactor: Any, control_endpoint: str | None = None) -> MultiSe
     hub = Hub(reactor, config, store, metrics, router, p.names)
     control = ControlPort(router, metrics, reactor.seconds, p.names, hub.health_checks)
     endpoint = control_endpoint or config["admin"]["listen"]
-    strports.service(endpoint, make_site(router, reactor), reactor=reactor).setServiceParent(top)
+    site: Any = make_site(router, reactor)
+    strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
 
     for role in p.roles:
         service = role.build(config, store, reactor, hub)

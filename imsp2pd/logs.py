@@ -12,11 +12,11 @@ from twisted.logger import ILogObserver, jsonFileLogObserver, textFileLogObserve
 
 
 def json_observer() -> ILogObserver:
-    return jsonFileLogObserver(sys.stdout)
+    return jsonFileLogObserver(sys.stdout)  # type: ignore[return-value]
 
 
 def text_observer() -> ILogObserver:
-    return textFileLogObserver(sys.stdout)
+    return textFileLogObserver(sys.stdout)  # type: ignore[return-value]
 
 
 def observer_for(log_format: str) -> ILogObserver:

@@ -41,13 +41,13 @@ class IRole(Interface):
     schema = Attribute("Mapping[str, Field]: the keys of its config section")
     order = Attribute("int: build order, lower first (default 100)")
 
-    def check(config: Config) -> None:  # type: ignore[misc]
+    def check(config: Config) -> None:
         """Cross-key checks beyond the schema; raise ConfigError naming the key."""
 
-    def migrations() -> Sequence[Migration]:  # type: ignore[misc]
+    def migrations() -> Sequence[Migration]:  # type: ignore[misc,empty-body]
         """The store migrations this role needs, in order."""
 
-    def build(config: Config, store: Store, reactor: Any, hub: Hub) -> IService:  # type: ignore[misc]
+    def build(config: Config, store: Store, reactor: Any, hub: Hub) -> IService:  # type: ignore[empty-body]
         """Make the role's service (not started)."""
 
 

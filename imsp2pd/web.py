@@ -179,8 +179,11 @@ class Router(Resource):
         query = {
             k: v for k, v in parse_qs(raw_query.decode("latin-1"), keep_blank_values=True).items()
         }
-        request.content.seek(0)
-        body = request.content.read(self.max_body + 1)
+        content = request.content
+        body = b""
+        if content is not None:
+            content.seek(0)
+            body = content.read(self.max_body + 1)
         if len(body) > self.max_body:
             raise HttpError(413, "too_large", f"body larger than {self.max_body} bytes")
         headers = {
@@ -251,8 +254,8 @@ class Router(Resource):
         )
 
     def _failure(self, failure: Failure, req: WebRequest) -> Response:
-        if failure.check(HttpError):
-            e = failure.value
+        e = failure.value
+        if isinstance(e, HttpError):
             return _error(e.status, e.code, e.message)
         log.failure("unhandled error in {method} {path}", failure, method=req.method, path=req.path)
         return _error(500, "internal", "internal error")
