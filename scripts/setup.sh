@@ -21,9 +21,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# pip's output only when it fails (the machines' pip config is noisy).
+pip_quiet() {
+  local out
+  if ! out=$(.venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1); then
+    echo "$out" >&2
+    return 1
+  fi
+}
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=68' wheel
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,conformance]'
+pip_quiet --upgrade pip 'setuptools>=68' wheel
+pip_quiet -e '.[test,conformance]'
