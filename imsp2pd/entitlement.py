@@ -364,6 +364,7 @@ class Verifier:
         self._key = public_key
         self._cache_size = cache_size
         self._cache: OrderedDict[str, tuple[str, Token]] = OrderedDict()
+        self._ids: dict[str, str] = {}  # token string -> token id, for the fast path
         self.hits = 0
         self.misses = 0
 
@@ -398,6 +399,14 @@ class Verifier:
     def _lookup(self, token: str) -> Token:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
             raise MalformedToken("token is not a string of sensible length")
+        # Fast path: this exact token string was verified before.
+        known_id = self._ids.get(token)
+        if known_id is not None:
+            cached = self._cache.get(known_id)
+            if cached is not None and cached[0] == token:
+                self._cache.move_to_end(known_id)
+                self.hits += 1
+                return cached[1]
         payload_b64, dot, sig_b64 = token.partition(".")
         if not dot or "." in sig_b64:
             raise MalformedToken("token must be two base64url parts joined by a dot")
@@ -410,11 +419,6 @@ class Verifier:
             claims = _claims_to_token(canonjson.loads(payload, require_canonical=True))
         except canonjson.CanonicalJSONError as exc:
             raise MalformedToken(f"payload: {exc}") from None
-        cached = self._cache.get(claims.token_id)
-        if cached is not None and cached[0] == token:
-            self._cache.move_to_end(claims.token_id)
-            self.hits += 1
-            return cached[1]
         self.misses += 1
         if len(signature) != 64:
             raise BadSignature("signature must be 64 bytes")
@@ -423,11 +427,21 @@ class Verifier:
         except InvalidSignature:
             raise BadSignature("signature does not verify with the AS key") from None
         if self._cache_size:
+            old = self._cache.pop(claims.token_id, None)
+            if old is not None:
+                self._ids.pop(old[0], None)
             self._cache[claims.token_id] = (token, claims)
-            self._cache.move_to_end(claims.token_id)
+            self._ids[token] = claims.token_id
             while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                _, (old_token, _) = self._cache.popitem(last=False)
+                self._ids.pop(old_token, None)
         return claims
+
+    def forget(self, token_id: str) -> None:
+        """Drop a token id from the cache (e.g. when it is revoked)."""
+        old = self._cache.pop(token_id, None)
+        if old is not None:
+            self._ids.pop(old[0], None)
 
 
 # -- keys ------------------------------------------------------------------

@@ -380,3 +380,21 @@ def test_public_key_config_wrong_algorithm(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyConfigError, match="not an Ed25519"):
         load_public_key(x.decode())
+
+
+def test_forget_drops_a_cached_token(issuer: Issuer, verifier: Verifier) -> None:
+    token = issuer.issue_tracker(ALICE, IH, "consumer", NOW + 5, token_id="gone")
+    verifier.verify(token, NOW)
+    verifier.forget("gone")
+    verifier.forget("never-seen")
+    verifier.verify(token, NOW)
+    assert (verifier.hits, verifier.misses) == (0, 2)
+
+
+def test_reissued_token_id_replaces_the_cache_entry(issuer: Issuer, verifier: Verifier) -> None:
+    first = issuer.issue_tracker(ALICE, IH, "consumer", NOW + 5, token_id="same")
+    second = issuer.issue_tracker(ALICE, IH, "consumer", NOW + 9, token_id="same")
+    verifier.verify(first, NOW)
+    assert verifier.verify(second, NOW).not_after == NOW + 9
+    assert verifier.verify(first, NOW).not_after == NOW + 5  # verified again, not confused
+    assert len(verifier._cache) == 1 and len(verifier._ids) == 1
