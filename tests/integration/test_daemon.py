@@ -176,3 +176,53 @@ class DaemonTests(TestCase):
         else:
             self.fail("tac did not come up")
         self.assertIn("notes", json.loads(body)["roles"])
+
+
+class LabConfigTests(TestCase):
+    """The lab config as shipped: every role, the control port on 127.0.0.1:9100."""
+
+    def test_lab_comes_up_and_stops_on_sigterm(self) -> None:
+        d = Path(self.mktemp()).resolve()
+        (d / "etc").mkdir(parents=True)
+        for f in (ROOT / "etc").iterdir():
+            (d / "etc" / f.name).write_bytes(f.read_bytes())
+        env = {k: v for k, v in os.environ.items() if k not in ("IMSP2P_CONFIG", "PYTHONPATH")}
+        p = subprocess.Popen(
+            [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "imsp2p",
+                "--role=all",
+                "--config",
+                "etc/imsp2pd.toml",
+            ],
+            cwd=d,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait(), p.stdout.close()))
+        deadline = time.monotonic() + 60
+        health = None
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:9100/health", timeout=5) as r:
+                    health = json.loads(r.read())
+                    break
+            except urllib.error.HTTPError as e:
+                health = json.loads(e.read())
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.assertIsNotNone(
+            health, p.stdout.read().decode() if p.poll() is not None else "no answer"
+        )
+        self.assertEqual(health["status"], "ok", health)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        # twistd shuts the reactor down cleanly, then ends itself with the same
+        # signal so that its exit status says why it stopped.
+        self.assertIn(p.wait(10), (0, -signal.SIGTERM))
+        self.assertLess(time.monotonic() - t0, 5.0)
+        self.assertIn(b"Server Shut Down.", p.stdout.read())
