@@ -1,0 +1,153 @@
+"""The thin Twisted adapter around :class:`~imsp2pd.diameter.peer.PeerConnection`.
+
+It feeds bytes and ``reactor.seconds()`` in, writes what the state machine
+says, keeps one re-armed timer for its next deadline, and hands every other
+event to its owner (the :class:`~imsp2pd.diameter.node.DiameterNode`). Any
+stream transport works (TCP today; a one-to-one SCTP socket would too).
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Any, Protocol
+
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from imsp2pd.diameter.codes import DisconnectCause
+from imsp2pd.diameter.message import Message
+from imsp2pd.diameter.peer import (
+    Close,
+    Event,
+    IPAddress,
+    PeerConnection,
+    PeerInfo,
+    Role,
+    Send,
+)
+
+
+class ConnectionOwner(Protocol):
+    """What a :class:`DiameterProtocol` reports to (the node)."""
+
+    reactor: Any
+
+    def make_connection(
+        self, proto: DiameterProtocol, local_addresses: tuple[IPAddress, ...]
+    ) -> PeerConnection: ...
+
+    def handle_events(self, proto: DiameterProtocol, events: list[Event]) -> None: ...
+
+
+class DiameterProtocol(TwistedProtocol):
+    log = Logger()
+
+    def __init__(self, owner: ConnectionOwner, role: Role, tap: Any = None) -> None:
+        self.owner = owner
+        self.role = role
+        self.conn: PeerConnection | None = None
+        self._timer: Any = None  # IDelayedCall
+        self._timer_at: float | None = None
+        #: Optional callable(direction, bytes): sees every byte in and out (captures).
+        self.tap = tap
+        self.closed = False
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self.conn.peer if self.conn is not None else None
+
+    def now(self) -> float:
+        return float(self.owner.reactor.seconds())
+
+    # Twisted side -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        addresses: tuple[IPAddress, ...] = ()
+        try:
+            transport: Any = self.transport
+            addresses = (ip_address(transport.getHost().host),)
+        except (AttributeError, ValueError):
+            addresses = ()
+        self.conn = self.owner.make_connection(self, addresses)
+        self._apply(self.conn.start(self.now()))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.conn is None:
+            return
+        if self.tap is not None:
+            self.tap("in", data)
+        self._apply(self.conn.data_received(data, self.now()))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.closed = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.conn is not None:
+            self._apply(
+                self.conn.connection_lost(
+                    self.now(), reason.getErrorMessage() if reason else "connection lost"
+                )
+            )
+
+    # Inputs from the node -----------------------------------------------------
+
+    def send_request(self, message: Message, timeout: float | None = None) -> Message:
+        assert self.conn is not None
+        sent, events = self.conn.send_request(message, self.now(), timeout)
+        self._apply(events)
+        return sent
+
+    def send_answer(self, message: Message) -> None:
+        if self.conn is not None and not self.closed:
+            self._apply(self.conn.send_answer(message))
+
+    def disconnect(self, cause: DisconnectCause = DisconnectCause.REBOOTING) -> None:
+        if self.conn is not None and not self.closed:
+            self._apply(self.conn.disconnect(self.now(), cause))
+
+    # Plumbing -----------------------------------------------------------------
+
+    def _apply(self, events: list[Event]) -> None:
+        rest: list[Event] = []
+        transport: Any = self.transport
+        for event in events:
+            if isinstance(event, Send):
+                if not self.closed:
+                    if self.tap is not None:
+                        self.tap("out", event.data)
+                    transport.write(event.data)
+            elif isinstance(event, Close):
+                self.log.info("closing Diameter connection: {reason}", reason=event.reason)
+                if not self.closed:
+                    transport.loseConnection()
+                rest.append(event)
+            else:
+                rest.append(event)
+        if rest:
+            self.owner.handle_events(self, rest)
+        self._rearm()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.conn is not None:
+            self._apply(self.conn.on_timer(self.now()))
+
+    def _rearm(self) -> None:
+        if self.conn is None or self.closed:
+            return
+        deadline = self.conn.next_deadline()
+        if deadline is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+            return
+        if self._timer is not None and self._timer.active() and self._timer_at is not None:
+            if self._timer_at <= deadline:
+                return  # fires early and re-checks; cheaper than re-arming per message
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.owner.reactor.callLater(max(0.0, deadline - self.now()), self._on_timer)
