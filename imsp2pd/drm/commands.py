@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from imsp2pd.client.cli import CommandLine, Context, UserError
 from imsp2pd.drm import container, files
@@ -89,12 +89,12 @@ def inspect(args: argparse.Namespace, ctx: Context) -> None:
     ctx.stdout.write(files.format_header(header))
 
 
-def binary_stdout(ctx: Context) -> IO[bytes]:
+def binary_stdout(ctx: Context) -> BinaryIO:
     stream: Any = getattr(ctx.stdout, "buffer", None)
     if stream is None:
         stream = sys.stdout.buffer
     ctx.stdout.flush()
-    return stream  # type: ignore[no-any-return]
+    return stream
 
 
 def unprotect(args: argparse.Namespace, ctx: Context) -> None:
