@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -204,7 +205,7 @@ def test_keepalive_and_idle_timer() -> None:
         c.handle_timer(30.0)
 
 
-def connected(fast: bool = True, **kw: object) -> PeerConnection:
+def connected(fast: bool = True, **kw: Any) -> PeerConnection:
     c = make(**kw)
     c.receive_data(raw_peer(FAST if fast else bytes(8)), 0.0)
     c.data_to_send(0.0)
