@@ -17,7 +17,7 @@ from twisted.application.service import IService
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from imsp2pd.config import Config, ConfigError, Field, host_port_check, split_host_port
+from imsp2pd.config import Config, ConfigError, Field
 from imsp2pd.roles import Hub, IRole, Role
 from imsp2pd.store import Migration, Store
 
@@ -32,6 +32,22 @@ def _hex64_or_empty(value: str) -> str | None:
 
 def _doi_prefix(value: str) -> str | None:
     return None if re.fullmatch(r"10\.[0-9]{4,9}", value) else "must look like 10.5555"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (port 0: any free port, for tests); IPv6 hosts in brackets."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT, not {value!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _listen_check(value: str) -> str | None:
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def keys_dir(config: Config) -> Path:
@@ -80,7 +96,7 @@ class DrmRole(Role):
     section = "drm"
     order = 50
     schema = {
-        "listen": Field(str, "127.0.0.1:8443", "HTTPS address, HOST:PORT", check=host_port_check),
+        "listen": Field(str, "127.0.0.1:8443", "HTTPS address, HOST:PORT", check=_listen_check),
         "url": Field(str, "https://127.0.0.1:8443", "the URL clients and the AS use"),
         "ca": Field(str, "", "CA certificate clients trust; empty: STATE/tls/ca.pem"),
         "doi_prefix": Field(str, "10.5555", "DOI prefix of the operator", check=_doi_prefix),
@@ -147,7 +163,7 @@ class DrmRole(Role):
         )
         token = section["service_token"] or config["admin"]["token"]
         router = make_router(core, store, reactor, token, hub.metrics)
-        host, port = split_host_port(section["listen"])
+        host, port = split_listen(section["listen"])
         service = make_service(router, reactor, port, host, tlslab.server_options(lab))
         return cast(IService, service)
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -160,11 +159,37 @@ def make_router(
     return router
 
 
+class HttpsService(Service):
+    """Serves a site over TLS on ``interface:port``; ``port`` is the listening port.
+
+    Listening happens in :meth:`startService`, so a port in use fails the
+    start at once (``CannotListenError``).
+    """
+
+    def __init__(
+        self, reactor: Any, port: int, interface: str, tls_options: Any, site: Any
+    ) -> None:
+        self._reactor = reactor
+        self._portnum = port
+        self._interface = interface
+        self._tls = tls_options
+        self.site = site
+        self.port: Any = None
+
+    def startService(self) -> None:
+        self.port = self._reactor.listenSSL(
+            self._portnum, self.site, self._tls, interface=self._interface
+        )
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
+
 def make_service(
     router: Router, reactor: Any, port: int, interface: str, tls_options: Any
-) -> StreamServerEndpointService:
+) -> HttpsService:
     """An HTTPS service for ``router`` on ``interface:port``."""
-    endpoint = SSL4ServerEndpoint(reactor, port, tls_options, interface=interface)
-    service = StreamServerEndpointService(endpoint, make_site(router, reactor=reactor))
-    service._raiseSynchronously = True  # a port in use fails the start, loudly
-    return service
+    return HttpsService(reactor, port, interface, tls_options, make_site(router, reactor=reactor))
