@@ -1,0 +1,594 @@
+"""Header names and the structured header values of RFC 3261 §20, §25.1.
+
+Header fields are stored in messages as ``(canonical name, value text)``
+pairs; the parsers here turn the value text of the headers that need
+structure into frozen dataclasses (:class:`NameAddr`, :class:`Via`,
+:class:`CSeq`, :class:`AuthHeader`) and back again with ``str()``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.uri import (
+    URI,
+    Params,
+    _drop_param,
+    _has_param,
+    _param,
+    _set_param,
+    parse_uri,
+    split_hostport,
+)
+
+#: RFC 3261 §7.3.3 and the compact forms registered since.
+COMPACT_FORMS: dict[str, str] = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+_KNOWN = [
+    "Accept",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "In-Reply-To",
+    "Max-Forwards",
+    "MIME-Version",
+    "Min-Expires",
+    "Organization",
+    "P-Access-Network-Info",
+    "P-Associated-URI",
+    "P-Asserted-Identity",
+    "P-Called-Party-ID",
+    "P-Charging-Function-Addresses",
+    "P-Charging-Vector",
+    "P-Preferred-Identity",
+    "P-Visited-Network-ID",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Reason",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reject-Contact",
+    "Reply-To",
+    "Request-Disposition",
+    "Require",
+    "Retry-After",
+    "Route",
+    "Security-Client",
+    "Security-Server",
+    "Security-Verify",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+]
+_CANONICAL: dict[str, str] = {name.lower(): name for name in _KNOWN}
+
+#: Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1): the
+#: parser splits them into one field per value.  The authentication headers
+#: are not split: their values hold commas between parameters.
+LIST_HEADERS: frozenset[str] = frozenset(
+    name.lower()
+    for name in [
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Call-Info",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "Error-Info",
+        "In-Reply-To",
+        "P-Associated-URI",
+        "P-Asserted-Identity",
+        "P-Charging-Function-Addresses",
+        "P-Preferred-Identity",
+        "P-Visited-Network-ID",
+        "Path",
+        "Proxy-Require",
+        "Reason",
+        "Record-Route",
+        "Reject-Contact",
+        "Require",
+        "Route",
+        "Security-Client",
+        "Security-Server",
+        "Security-Verify",
+        "Service-Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+    ]
+)
+
+#: Headers that may appear at most once (RFC 3261 §20, Table 2).
+SINGLE_HEADERS: frozenset[str] = frozenset(
+    ["call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type", "expires"]
+)
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
+_LWS_RE = re.compile(r"[ \t]+")
+
+
+def canonical_name(name: str) -> str:
+    """Expand a compact form and give a known header its usual spelling."""
+    lname = name.lower()
+    if lname in COMPACT_FORMS:
+        return COMPACT_FORMS[lname]
+    return _CANONICAL.get(lname, name)
+
+
+def is_token(text: str) -> bool:
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated header value, not inside quotes or ``<>``.
+
+    Raises :class:`SipParseError` on an unbalanced quote or angle bracket.
+    Empty elements (``a,,b``) are dropped as RFC 7230-style lists allow.
+    """
+    out: list[str] = []
+    start = 0
+    in_quote = False
+    in_angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            if in_angle:
+                raise SipParseError("Nested '<' in header value")
+            in_angle = True
+        elif c == ">":
+            if not in_angle:
+                raise SipParseError("Unbalanced '>' in header value")
+            in_angle = False
+        elif c == "," and not in_angle:
+            out.append(value[start:i].strip(" \t"))
+            start = i + 1
+        i += 1
+    if in_quote:
+        raise SipParseError("Unterminated quoted string in header value")
+    if in_angle:
+        raise SipParseError("Unterminated '<' in header value")
+    out.append(value[start:].strip(" \t"))
+    return [item for item in out if item]
+
+
+def parse_quoted(text: str, start: int) -> tuple[str, int]:
+    """Read a quoted-string beginning at ``text[start] == '"'``; return its
+    unescaped content and the index just after the closing quote."""
+    assert text[start] == '"'
+    out: list[str] = []
+    i = start + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            if i + 1 >= n:
+                break
+            nxt = text[i + 1]
+            if nxt in "\r\n":
+                raise SipParseError("Bad escape in quoted string")
+            out.append(nxt)
+            i += 2
+            continue
+        if c == '"':
+            return "".join(out), i + 1
+        out.append(c)
+        i += 1
+    raise SipParseError("Unterminated quoted string")
+
+
+def quote(text: str) -> str:
+    """A quoted-string holding ``text``."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_header_params(text: str, what: str) -> Params:
+    """Parse generic-params ``;name[=token|host|quoted-string]`` (each one
+    introduced by ``;``).  Quoted values keep their quotes so that the text
+    round trips; :func:`unquote_param` reads them."""
+    out: list[tuple[str, str | None]] = []
+    s = text.strip(" \t")
+    i = 0
+    n = len(s)
+    while i < n:
+        if s[i] != ";":
+            raise SipParseError(f"Bad {what} parameters near {s[i : i + 20]!r}")
+        i += 1
+        while i < n and s[i] in " \t":
+            i += 1
+        j = i
+        while j < n and s[j] not in "=; \t":
+            j += 1
+        name = s[i:j]
+        if not is_token(name):
+            raise SipParseError(f"Bad {what} parameter name {name!r}")
+        while j < n and s[j] in " \t":
+            j += 1
+        value: str | None = None
+        if j < n and s[j] == "=":
+            j += 1
+            while j < n and s[j] in " \t":
+                j += 1
+            if j < n and s[j] == '"':
+                _, end = parse_quoted(s, j)
+                value = s[j:end]
+                j = end
+            else:
+                k = j
+                while k < n and s[k] not in "; \t":
+                    k += 1
+                value = s[j:k]
+                if not _param_value_ok(value):
+                    raise SipParseError(f"Bad value of {what} parameter {name!r}")
+                j = k
+            while j < n and s[j] in " \t":
+                j += 1
+        out.append((name, value))
+        i = j
+    return tuple(out)
+
+
+_PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+
+
+def _param_value_ok(value: str) -> bool:
+    return _PARAM_VALUE_RE.fullmatch(value) is not None
+
+
+def unquote_param(value: str | None) -> str | None:
+    if value is not None and value.startswith('"'):
+        return parse_quoted(value, 0)[0]
+    return value
+
+
+def format_header_params(params: Params) -> str:
+    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """``[display-name] <URI> *(;param)`` or an addr-spec (From, To, Contact,
+    Route, Record-Route, Path, Service-Route, P-Asserted-Identity...).
+
+    ``display`` is the display name unquoted (None when absent).  ``params``
+    are the header parameters (``tag``, ``expires``, ``q``...), not the URI's.
+    """
+
+    uri: URI
+    display: str | None = None
+    params: Params = ()
+
+    def __str__(self) -> str:
+        head = f"{quote(self.display)} " if self.display is not None else ""
+        return f"{head}<{self.uri}>{format_header_params(self.params)}"
+
+    def param(self, name: str) -> str | None:
+        return unquote_param(_param(self.params, name))
+
+    def has_param(self, name: str) -> bool:
+        return _has_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> NameAddr:
+        return replace(self, params=_set_param(self.params, name, value))
+
+    def without_param(self, name: str) -> NameAddr:
+        return replace(self, params=_drop_param(self.params, name))
+
+    @property
+    def tag(self) -> str | None:
+        return self.param("tag")
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """Parse a name-addr or addr-spec with header parameters."""
+    s = text.strip(" \t")
+    if not s:
+        raise SipParseError("Empty address")
+    display: str | None = None
+    i = 0
+    if s[0] == '"':
+        display, i = parse_quoted(s, 0)
+        while i < len(s) and s[i] in " \t":
+            i += 1
+        if i >= len(s) or s[i] != "<":
+            raise SipParseError("Quoted display name not followed by '<'")
+    lt = s.find("<", i)
+    if lt >= 0:
+        if display is None and lt > 0:
+            words = s[:lt].strip(" \t")
+            for word in _LWS_RE.split(words):
+                if word and not is_token(word):
+                    raise SipParseError(f"Bad display name {words!r}")
+            display = _LWS_RE.sub(" ", words) if words else None
+        gt = s.find(">", lt)
+        if gt < 0:
+            raise SipParseError("Unterminated '<' in address")
+        uri_text = s[lt + 1 : gt]
+        if any(c in uri_text for c in " \t<"):
+            raise SipParseError("Whitespace inside '<>' of address")
+        uri = parse_uri(uri_text)
+        rest = s[gt + 1 :]
+    else:
+        # addr-spec: the URI ends at the first ';' (its params belong to the
+        # header), and must not contain ',', '?' or ';' of its own (§20.10).
+        semi = s.find(";")
+        uri_text = s if semi < 0 else s[:semi]
+        rest = "" if semi < 0 else s[semi:]
+        uri_text = uri_text.rstrip(" \t")
+        if any(c in uri_text for c in " \t,?"):
+            raise SipParseError(f"Bad addr-spec {uri_text[:60]!r}")
+        uri = parse_uri(uri_text)
+    params = parse_header_params(rest, "address") if rest.strip(" \t") else ()
+    return NameAddr(uri=uri, display=display, params=params)
+
+
+@dataclass(frozen=True)
+class Via:
+    """``SIP/2.0/transport sent-by *(;param)`` (RFC 3261 §20.42)."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+    protocol: str = "SIP/2.0"
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return (
+            f"{self.protocol}/{self.transport} {self.host}{port}{format_header_params(self.params)}"
+        )
+
+    def param(self, name: str) -> str | None:
+        return unquote_param(_param(self.params, name))
+
+    def has_param(self, name: str) -> bool:
+        return _has_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> Via:
+        return replace(self, params=_set_param(self.params, name, value))
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return self.host, self.port
+
+    def response_address(self, default_port: int = 5060) -> tuple[str, int]:
+        """Where a response goes over an unreliable transport (§18.2.2 and
+        RFC 3581): ``received`` and ``rport`` override the sent-by."""
+        host = self.param("maddr") or self.param("received") or self.host
+        if host.startswith("["):
+            host = host[1:-1]
+        rport = self.param("rport")
+        if rport:
+            return host, int(rport)
+        return host, self.port if self.port is not None else default_port
+
+
+def parse_via(text: str) -> Via:
+    s = text.strip(" \t")
+    parts: list[str] = []
+    i = 0
+    for _ in range(3):
+        m = _TOKEN_RE.match(s, i)
+        if not m:
+            raise SipParseError(f"Bad Via protocol in {s[:40]!r}")
+        parts.append(m.group(0))
+        i = m.end()
+        while i < len(s) and s[i] in " \t":
+            i += 1
+        if len(parts) < 3:
+            if i >= len(s) or s[i] != "/":
+                raise SipParseError(f"Bad Via protocol in {s[:40]!r}")
+            i += 1
+            while i < len(s) and s[i] in " \t":
+                i += 1
+    name, version, transport = parts
+    if i >= len(s):
+        raise SipParseError("Via without sent-by")
+    j = i
+    while j < len(s) and s[j] not in "; \t":
+        j += 1
+    hostport = s[i:j]
+    # LWS is allowed around ':' in sent-by
+    rest = s[j:]
+    m2 = re.match(r"[ \t]*:[ \t]*(\d+)", rest)
+    if m2 and ":" not in hostport.lstrip("[").split("]")[-1]:
+        hostport = f"{hostport}:{m2.group(1)}"
+        rest = rest[m2.end() :]
+    try:
+        host, port = split_hostport(hostport)
+    except SipParseError as exc:
+        raise SipParseError(f"Bad Via sent-by: {exc.reason}") from None
+    params = parse_header_params(rest, "Via") if rest.strip(" \t") else ()
+    for pname, pvalue in params:
+        lname = pname.lower()
+        if lname == "branch" and not pvalue:
+            raise SipParseError("Via branch without value")
+        if lname == "rport" and pvalue is not None and not pvalue.isdigit():
+            raise SipParseError("Bad Via rport")
+        if lname == "ttl" and (pvalue is None or not pvalue.isdigit() or int(pvalue) > 255):
+            raise SipParseError("Bad Via ttl")
+    return Via(
+        transport=transport.upper(),
+        host=host,
+        port=port,
+        params=params,
+        protocol=f"{name}/{version}",
+    )
+
+
+@dataclass(frozen=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    parts = text.split()
+    if len(parts) != 2:
+        raise SipParseError("Bad CSeq")
+    num, method = parts
+    if not num.isdigit() or not num.isascii() or len(num) > 10 or int(num) >= 2**31:
+        raise SipParseError("Bad CSeq number")
+    if not is_token(method):
+        raise SipParseError("Bad CSeq method")
+    return CSeq(int(num), method)
+
+
+def parse_int_header(text: str, name: str, *, maximum: int = 2**32 - 1) -> int:
+    s = text.strip(" \t")
+    if not s.isdigit() or not s.isascii() or len(s) > 10 or int(s) > maximum:
+        raise SipParseError(f"Bad {name}")
+    return int(s)
+
+
+@dataclass(frozen=True)
+class AuthHeader:
+    """``scheme param=value, ...`` of WWW-Authenticate, Authorization and the
+    proxy forms.  Values are stored unquoted; ``str()`` quotes every value but
+    the ones RFC 2617 requires as tokens (algorithm, qop in credentials,
+    nc, stale)."""
+
+    scheme: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    _TOKEN_PARAMS = frozenset(["algorithm", "nc", "stale"])
+
+    def get(self, name: str) -> str | None:
+        lname = name.lower()
+        for n, v in self.params:
+            if n.lower() == lname:
+                return v
+        return None
+
+    def __str__(self) -> str:
+        items = []
+        for n, v in self.params:
+            if n.lower() in self._TOKEN_PARAMS and is_token(v):
+                items.append(f"{n}={v}")
+            else:
+                items.append(f"{n}={quote(v)}")
+        return f"{self.scheme} " + ", ".join(items)
+
+
+def parse_auth(text: str) -> AuthHeader:
+    s = text.strip(" \t")
+    m = _TOKEN_RE.match(s)
+    if not m:
+        raise SipParseError("Bad authentication scheme")
+    scheme = m.group(0)
+    i = m.end()
+    params: list[tuple[str, str]] = []
+    n = len(s)
+    while True:
+        while i < n and s[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        m = _TOKEN_RE.match(s, i)
+        if not m:
+            raise SipParseError("Bad authentication parameter")
+        name = m.group(0)
+        i = m.end()
+        while i < n and s[i] in " \t":
+            i += 1
+        if i >= n or s[i] != "=":
+            raise SipParseError(f"Authentication parameter {name!r} without value")
+        i += 1
+        while i < n and s[i] in " \t":
+            i += 1
+        if i < n and s[i] == '"':
+            value, i = parse_quoted(s, i)
+        else:
+            m = _TOKEN_RE.match(s, i)
+            if not m:
+                raise SipParseError(f"Bad value of authentication parameter {name!r}")
+            value = m.group(0)
+            i = m.end()
+        params.append((name, value))
+        while i < n and s[i] in " \t":
+            i += 1
+        if i < n:
+            if s[i] != ",":
+                raise SipParseError("Missing ',' between authentication parameters")
+            i += 1
+    return AuthHeader(scheme=scheme, params=tuple(params))

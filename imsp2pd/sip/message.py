@@ -1,0 +1,325 @@
+"""SIP requests and responses as frozen dataclasses (RFC 3261 §7).
+
+Header fields are an ordered tuple of ``(canonical name, value)`` pairs; list
+headers hold one value per field (the parser splits them).  Content-Length
+is not stored: :meth:`Message.encode` writes it from the body.  Typed views
+of the common headers are computed on first use.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import TypeVar
+
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.headers import (
+    CSeq,
+    NameAddr,
+    Via,
+    canonical_name,
+    parse_cseq,
+    parse_int_header,
+    parse_name_addr,
+    parse_via,
+)
+from imsp2pd.sip.uri import URI
+
+HeaderFields = tuple[tuple[str, str], ...]
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+BRANCH_MAGIC = "z9hG4bK"
+
+_M = TypeVar("_M", bound="Message")
+
+
+def new_branch() -> str:
+    return BRANCH_MAGIC + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(10)}@{host}"
+
+
+@dataclass(frozen=True)
+class Message:
+    headers: HeaderFields = ()
+    body: bytes = b""
+
+    # -- generic header access -------------------------------------------
+    def get(self, name: str) -> str | None:
+        """The first value of a header, None when absent."""
+        cname = canonical_name(name).lower()
+        for n, v in self.headers:
+            if n.lower() == cname:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        cname = canonical_name(name).lower()
+        return [v for n, v in self.headers if n.lower() == cname]
+
+    def has(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def with_headers(self: _M, headers: HeaderFields) -> _M:
+        return replace(self, headers=headers)
+
+    def replace_header(self: _M, name: str, *values: str) -> _M:
+        """Replace every field of ``name`` with ``values`` at the position of
+        the first one (appended when absent)."""
+        cname = canonical_name(name)
+        lname = cname.lower()
+        out: list[tuple[str, str]] = []
+        placed = False
+        for n, v in self.headers:
+            if n.lower() == lname:
+                if not placed:
+                    out.extend((cname, x) for x in values)
+                    placed = True
+            else:
+                out.append((n, v))
+        if not placed:
+            out.extend((cname, x) for x in values)
+        return replace(self, headers=tuple(out))
+
+    def remove_header(self: _M, name: str) -> _M:
+        lname = canonical_name(name).lower()
+        return replace(self, headers=tuple((n, v) for n, v in self.headers if n.lower() != lname))
+
+    def prepend_header(self: _M, name: str, value: str) -> _M:
+        """Insert a field before the first field of the same name (or first
+        of all when there is none): the rule for Via and Record-Route."""
+        cname = canonical_name(name)
+        lname = cname.lower()
+        out = list(self.headers)
+        for i, (n, _) in enumerate(out):
+            if n.lower() == lname:
+                out.insert(i, (cname, value))
+                break
+        else:
+            out.insert(0, (cname, value))
+        return replace(self, headers=tuple(out))
+
+    def append_header(self: _M, name: str, value: str) -> _M:
+        return replace(self, headers=self.headers + ((canonical_name(name), value),))
+
+    def remove_first(self: _M, name: str) -> _M:
+        lname = canonical_name(name).lower()
+        out = list(self.headers)
+        for i, (n, _) in enumerate(out):
+            if n.lower() == lname:
+                del out[i]
+                break
+        return replace(self, headers=tuple(out))
+
+    # -- typed views -------------------------------------------------------
+    @cached_property
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.vias
+        if not vias:
+            raise SipParseError("Missing Via")
+        return vias[0]
+
+    @cached_property
+    def from_(self) -> NameAddr:
+        return parse_name_addr(self._required("From"))
+
+    @cached_property
+    def to(self) -> NameAddr:
+        return parse_name_addr(self._required("To"))
+
+    @property
+    def call_id(self) -> str:
+        return self._required("Call-ID")
+
+    @cached_property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self._required("CSeq"))
+
+    @cached_property
+    def contacts(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.get_all("Contact") if v.strip() != "*"]
+
+    @cached_property
+    def routes(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.get_all("Route")]
+
+    @cached_property
+    def record_routes(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.get_all("Record-Route")]
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.get("Max-Forwards")
+        return None if value is None else parse_int_header(value, "Max-Forwards", maximum=255)
+
+    @property
+    def expires(self) -> int | None:
+        value = self.get("Expires")
+        return None if value is None else parse_int_header(value, "Expires")
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.get("Content-Type")
+        return None if value is None else value.split(";", 1)[0].strip().lower()
+
+    def _required(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise SipParseError(f"Missing {name}")
+        return value
+
+    # -- encoding ---------------------------------------------------------
+    def start_line(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        lines = [self.start_line()]
+        lines.extend(f"{n}: {v}" for n, v in self.headers)
+        lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+    def transaction_key(self) -> tuple[str, str, str]:
+        """(branch, sent-by, method) of RFC 3261 §17.1.3/§17.2.3, with ACK
+        and CANCEL matched to their own keys.  The method is the CSeq method
+        (for a response, the one of the request it answers)."""
+        via = self.top_via
+        host, port = via.sent_by
+        method = self.cseq.method
+        return (via.branch or "", f"{host.lower()}:{port or ''}", method)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request(Message):
+    method: str
+    uri: URI
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    @property
+    def is_invite(self) -> bool:
+        return self.method == "INVITE"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response(Message):
+    status: int
+    reason: str = ""
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status < 200
+
+    @property
+    def is_final(self) -> bool:
+        return self.status >= 200
+
+
+SipMessage = Request | Response
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: HeaderFields = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` per RFC 3261 §8.2.6.2: Via, From, To,
+    Call-ID and CSeq copied (and Record-Route for 18x/2xx, §12.1.1); a To
+    tag added when ``to_tag`` is given and the To has none."""
+    copied: list[tuple[str, str]] = []
+    for n, v in request.headers:
+        ln = n.lower()
+        if ln in ("via", "from", "call-id", "cseq"):
+            copied.append((n, v))
+        elif ln == "to":
+            if to_tag is not None and status > 100:
+                try:
+                    has_tag = request.to.tag is not None
+                except SipParseError:
+                    has_tag = ";tag=" in v.lower()
+                if not has_tag:
+                    v = f"{v};tag={to_tag}"
+            copied.append((n, v))
+        elif ln == "record-route" and 100 < status < 300:
+            copied.append((n, v))
+    return Response(
+        headers=tuple(copied) + tuple(extra),
+        body=body,
+        status=status,
+        reason=reason if reason is not None else REASON_PHRASES.get(status, "Unknown"),
+    )

@@ -1,0 +1,406 @@
+"""Parsing SIP messages (RFC 3261 §7, §18.3, §25) and framing them on
+stream transports.
+
+:func:`parse_message` turns one datagram (or one framed stream message) into
+a :class:`~imsp2pd.sip.message.Request` or
+:class:`~imsp2pd.sip.message.Response`, or raises
+:class:`~imsp2pd.sip.errors.SipParseError` and nothing else.
+:func:`error_response` builds the 400 (or 505, 513...) for a request that
+failed, when enough of it was read.  :class:`StreamFramer` cuts a TCP/TLS
+byte stream into messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.headers import (
+    LIST_HEADERS,
+    SINGLE_HEADERS,
+    canonical_name,
+    is_token,
+    parse_cseq,
+    parse_int_header,
+    parse_name_addr,
+    parse_via,
+    split_list,
+)
+from imsp2pd.sip.message import HeaderFields, Request, Response, SipMessage, new_tag
+from imsp2pd.sip.uri import parse_uri
+
+MAX_MESSAGE = 1 << 20
+MAX_HEADERS = 512
+
+_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+_LINE_SPLIT_RE = re.compile(r"\r?\n")
+_BAD_CHARS_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CL_RE = re.compile(
+    rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
+)
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:
+    """(head, body, terminated): cut at the first empty line."""
+    m = _HEAD_END_RE.search(data)
+    if m is None:
+        return data, b"", False
+    return data[: m.start()], data[m.end() :], True
+
+
+def parse_message(data: bytes, *, stream: bool = False, check_length: bool = True) -> SipMessage:
+    """Parse one SIP message.
+
+    ``stream`` is True for a message framed from TCP/TLS (then the body is
+    exactly what Content-Length says, already cut by the framer); for a
+    datagram the Content-Length, when present, must not exceed what arrived
+    and the rest of the datagram is discarded (§18.3).  ``check_length``
+    False parses a header block alone (to answer a message too large).
+    """
+    i = 0
+    while data.startswith(b"\r\n", i):
+        i += 2
+    if i:
+        data = data[i:]
+    if not data:
+        raise SipParseError("Empty message")
+    head_b, body, terminated = _split_head(data)
+    head = head_b.decode("utf-8", "surrogateescape")
+    lines = _LINE_SPLIT_RE.split(head)
+    is_request, method, status, reason, uri_text, deferred = _parse_start_line(lines[0])
+    headers, fault = _parse_header_lines(lines[1:])
+    try:
+        if deferred is not None:
+            raise deferred
+        if fault is not None:
+            raise fault
+        if not terminated:
+            raise SipParseError("Incomplete message: no empty line after the headers")
+        return _build(is_request, method, status, reason, uri_text, headers, body, check_length)
+    except SipParseError as exc:
+        raise exc.with_context(
+            method=method, headers=tuple(headers), is_request=is_request
+        ) from None
+
+
+def _parse_start_line(
+    line: str,
+) -> tuple[bool, str | None, int, str, str, SipParseError | None]:
+    if line[:4].upper() == "SIP/":
+        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        parts = line.split(" ", 2)
+        if len(parts) < 2:
+            raise SipParseError("Bad status line", is_request=False)
+        _check_version(parts[0], is_request=False)
+        code = parts[1]
+        if (
+            len(code) != 3
+            or not code.isdigit()
+            or not code.isascii()
+            or not 100 <= int(code) <= 699
+        ):
+            raise SipParseError("Bad status code", is_request=False)
+        reason = parts[2] if len(parts) == 3 else ""
+        if _BAD_CHARS_RE.search(reason):
+            raise SipParseError("Control character in reason phrase", is_request=False)
+        return False, None, int(code), reason, "", None
+    parts = line.split(" ")
+    method = parts[0]
+    if not is_token(method):
+        raise SipParseError("Bad method in request line", is_request=True)
+    if len(parts) != 3 or not all(parts):
+        return True, method, 0, "", "", SipParseError("Malformed request line", is_request=True)
+    _, uri_text, version = parts
+    try:
+        _check_version(version, is_request=True)
+    except SipParseError as exc:
+        return True, method, 0, "", uri_text, exc
+    return True, method, 0, "", uri_text, None
+
+
+def _check_version(text: str, *, is_request: bool) -> None:
+    m = _VERSION_RE.fullmatch(text)
+    if m is None:
+        raise SipParseError("Bad SIP version", is_request=is_request)
+    if (int(m.group(1)), int(m.group(2))) != (2, 0):
+        raise SipParseError(f"Version {text} not supported", status=505, is_request=is_request)
+
+
+def _parse_header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], SipParseError | None]:
+    """The header fields, and the first fault met (the fields that could be
+    read are still returned, so that a 400 can be built)."""
+    fault: SipParseError | None = None
+    # unfold (§7.3.1): a line starting with SP/HTAB continues the last one
+    raw: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not raw:
+                fault = fault or SipParseError("Header continuation before any header")
+                continue
+            raw[-1] = raw[-1].rstrip(" \t") + " " + line.strip(" \t")
+        elif line:
+            raw.append(line)
+        else:
+            fault = fault or SipParseError("Empty line inside headers")
+    if len(raw) > MAX_HEADERS:
+        return [], SipParseError("Too many header fields")
+    out: list[tuple[str, str]] = []
+    for line in raw:
+        name, colon, value = line.partition(":")
+        if not colon:
+            fault = fault or SipParseError(f"Header line without colon: {line[:30]!r}")
+            continue
+        name = name.rstrip(" \t")
+        if not is_token(name):
+            fault = fault or SipParseError(f"Bad header name {name[:30]!r}")
+            continue
+        value = value.strip(" \t")
+        cname = canonical_name(name)
+        if _BAD_CHARS_RE.search(value):
+            fault = fault or SipParseError(f"Control character in {cname}")
+            continue
+        if cname.lower() in LIST_HEADERS:
+            try:
+                items = split_list(value)
+            except SipParseError as exc:
+                fault = fault or SipParseError(f"{exc.reason} ({cname})")
+                continue
+            out.extend((cname, item) for item in items)
+        else:
+            out.append((cname, value))
+    return out, fault
+
+
+def _build(
+    is_request: bool,
+    method: str | None,
+    status: int,
+    reason: str,
+    uri_text: str,
+    fields: list[tuple[str, str]],
+    body: bytes,
+    check_length: bool,
+) -> SipMessage:
+    counts: dict[str, int] = {}
+    for n, _ in fields:
+        ln = n.lower()
+        counts[ln] = counts.get(ln, 0) + 1
+    for ln, count in counts.items():
+        if count > 1 and ln in SINGLE_HEADERS:
+            raise SipParseError(f"Multiple {canonical_name(ln)} header fields")
+    cl_values = [v for n, v in fields if n.lower() == "content-length"]
+    headers: HeaderFields = tuple((n, v) for n, v in fields if n.lower() != "content-length")
+    if cl_values:
+        length = parse_int_header(cl_values[0], "Content-Length")
+        if length > len(body) and check_length:
+            raise SipParseError("Content-Length larger than the body")
+        if length < len(body):
+            body = body[:length]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if name.lower() not in counts:
+            raise SipParseError(f"Missing {name} header")
+    for n, v in headers:
+        ln = n.lower()
+        if ln == "via":
+            parse_via(v)
+        elif ln in ("from", "to"):
+            try:
+                parse_name_addr(v)
+            except SipParseError as exc:
+                raise SipParseError(f"Bad {n} header: {exc.reason}") from None
+        elif ln == "call-id":
+            if not v or any(c in v for c in " \t"):
+                raise SipParseError("Bad Call-ID")
+        elif ln == "max-forwards":
+            parse_int_header(v, "Max-Forwards", maximum=255)
+        elif ln == "expires":
+            parse_int_header(v, "Expires")
+    cseq = parse_cseq(next(v for n, v in headers if n.lower() == "cseq"))
+    if is_request:
+        assert method is not None
+        if cseq.method != method:
+            raise SipParseError("CSeq method does not match the request method")
+        try:
+            uri = parse_uri(uri_text)
+        except SipParseError as exc:
+            raise SipParseError(f"Bad Request-URI: {exc.reason}") from None
+        return Request(headers, body, method=method, uri=uri)
+    return Response(headers, body, status=status, reason=reason)
+
+
+_REASON_SAFE_RE = re.compile(r"[^\x20-\x7e]")
+
+
+def head_error_response(head: bytes, status: int, reason: str) -> Response | None:
+    """The response (513, 400) to a message of which only the header block
+    ``head`` is kept, or None when it cannot be answered."""
+    try:
+        msg = parse_message(head + b"\r\n\r\n", stream=True, check_length=False)
+    except SipParseError as exc:
+        return error_response(
+            SipParseError(
+                reason,
+                status=status,
+                method=exc.method,
+                headers=exc.headers,
+                is_request=exc.is_request,
+            )
+        )
+    if not isinstance(msg, Request):
+        return None
+    return error_response(
+        SipParseError(
+            reason, status=status, method=msg.method, headers=msg.headers, is_request=True
+        )
+    )
+
+
+def error_response(err: SipParseError) -> Response | None:
+    """The response to a request that failed to parse, when one can be
+    built (a request, not ACK, with a usable top Via and the dialog
+    headers); None means drop it."""
+    if err.is_request is not True or err.headers is None or err.method in (None, "ACK"):
+        return None
+    fields = err.headers
+    names = {n.lower() for n, _ in fields}
+    if not {"via", "from", "to", "call-id", "cseq"} <= names:
+        return None
+    try:
+        top = next(v for n, v in fields if n.lower() == "via")
+        parse_via(top)
+    except SipParseError:
+        return None
+    copied: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for n, v in fields:
+        ln = n.lower()
+        if ln == "to" and ";tag=" not in v.lower().replace(" ", ""):
+            v = f"{v};tag={new_tag()}"
+        if ln == "via" or (ln in ("from", "to", "call-id", "cseq") and ln not in seen):
+            copied.append((n, v))
+            seen.add(ln)
+    reason = _REASON_SAFE_RE.sub("?", err.reason)[:120]
+    return Response(tuple(copied), b"", status=err.status, reason=reason)
+
+
+# -- stream framing -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FramedMessage:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """A CRLFCRLF ping (RFC 5626 §3.5.1): answer with a single CRLF."""
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """The stream cannot go on.  ``head`` holds the message header when it
+    was read, so a response (``status``: 513 too large, 400 bad framing)
+    can be sent before closing; ``fatal`` says whether to close (a message
+    that is only too large is skipped and the stream goes on)."""
+
+    reason: str
+    status: int
+    head: bytes | None
+    fatal: bool
+
+
+FrameEvent = FramedMessage | KeepAlive | FrameError
+
+
+class StreamFramer:
+    """Cuts a TCP/TLS byte stream into SIP messages by Content-Length."""
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self._buf = bytearray()
+        self._scan = 0
+        self._skip = 0
+        self._dead = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[FrameEvent]:
+        if self._dead:
+            return []
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
+        self._buf += data
+        events: list[FrameEvent] = []
+        while not self._dead:
+            event = self._next()
+            if event is None:
+                break
+            events.append(event)
+        return events
+
+    def _next(self) -> FrameEvent | None:
+        buf = self._buf
+        if self._skip:
+            n = min(self._skip, len(buf))
+            del buf[:n]
+            self._skip -= n
+            if self._skip:
+                return None
+        # keep-alives and stray CRLFs between messages
+        while buf[:1] in (b"\r", b"\n"):
+            if buf[:4] == b"\r\n\r\n":
+                del buf[:4]
+                self._scan = 0
+                return KeepAlive()
+            if buf[:2] == b"\r\n" and len(buf) >= 3 and buf[2:3] != b"\r":
+                del buf[:2]
+            elif buf[:1] == b"\n":
+                del buf[:1]
+            elif len(buf) < 4:
+                return None
+            else:
+                del buf[:2]
+            self._scan = 0
+        if not buf:
+            return None
+        m = _HEAD_END_RE.search(buf, max(0, self._scan - 3))
+        if m is None:
+            self._scan = len(buf)
+            if len(buf) > self.max_message:
+                self._dead = True
+                del buf[:]
+                return FrameError("Message header too large", 513, None, fatal=True)
+            return None
+        head = bytes(buf[: m.start()])
+        head_len = m.end()
+        self._scan = 0
+        cls = _CL_RE.findall(head)
+        values = {v.strip() for v in cls}
+        if len(values) > 1:
+            self._dead = True
+            return FrameError("Conflicting Content-Length header fields", 400, head, fatal=True)
+        length = 0
+        if values:
+            text = values.pop()
+            if not text.isdigit() or len(text) > 10:
+                self._dead = True
+                return FrameError("Bad Content-Length", 400, head, fatal=True)
+            length = int(text)
+        total = head_len + length
+        if total > self.max_message:
+            del buf[:head_len]
+            n = min(length, len(buf))
+            del buf[:n]
+            self._skip = length - n
+            return FrameError("Message too large", 513, head + b"\r\n\r\n", fatal=False)
+        if len(buf) < total:
+            return None
+        message = bytes(buf[:total])
+        del buf[:total]
+        return FramedMessage(message)

@@ -1,0 +1,345 @@
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966).
+
+Values are kept in their wire form (escapes are not decoded), so that
+``str(parse_uri(text)) == text`` for every valid ``text`` and round trips are
+exact.  :func:`uri_equal` compares two URIs by the rules of RFC 3261 §19.1.4.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from urllib.parse import unquote
+
+from imsp2pd.sip.errors import SipParseError
+
+_ALNUM = "A-Za-z0-9"
+_MARK = r"\-_.!~*'()"
+_UNRESERVED = _ALNUM + _MARK
+_ESC = r"%[0-9A-Fa-f]{2}"
+
+_USER_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESC})+")
+_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESC})*")
+_PARAMCHARS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESC})+")
+_HNV_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})*")
+_HNAME_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")
+_IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_TEL_NUMBER_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
+_OPAQUE_RE = re.compile(r"[\x21-\x7e]+")
+
+Params = tuple[tuple[str, str | None], ...]
+
+
+def _bad(what: str) -> SipParseError:
+    return SipParseError(f"Bad URI: {what}", status=400)
+
+
+def is_valid_host(host: str) -> bool:
+    """True for a hostname, an IPv4 address or a bracketed IPv6 reference."""
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return False
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if _IPV4_RE.fullmatch(host):
+        return all(int(part) <= 255 for part in host.split("."))
+    return _HOSTNAME_RE.fullmatch(host) is not None
+
+
+def split_hostport(text: str) -> tuple[str, int | None]:
+    """Split ``host[:port]`` (IPv6 in brackets) and validate both parts."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise _bad(f"unterminated IPv6 reference in {text!r}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _bad(f"junk after IPv6 reference in {text!r}")
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text_ = text.partition(":")
+        port_text = port_text_ if sep else None
+    if not is_valid_host(host):
+        raise _bad(f"invalid host {host!r}")
+    port: int | None = None
+    if port_text is not None:
+        if not port_text.isdigit() or not port_text.isascii() or len(port_text) > 5:
+            raise _bad(f"invalid port {port_text!r}")
+        port = int(port_text)
+        if port > 65535:
+            raise _bad(f"port out of range {port_text!r}")
+    return host, port
+
+
+def _parse_params(text: str, what: str) -> Params:
+    """Parse ``;a=b;c`` (the leading ``;`` already removed)."""
+    out: list[tuple[str, str | None]] = []
+    for item in text.split(";"):
+        name, sep, value = item.partition("=")
+        if not _PARAMCHARS_RE.fullmatch(name):
+            raise _bad(f"invalid {what} parameter name {name!r}")
+        if sep:
+            if not _PARAMCHARS_RE.fullmatch(value):
+                raise _bad(f"invalid value of {what} parameter {name!r}")
+            out.append((name, value))
+        else:
+            out.append((name, None))
+    return tuple(out)
+
+
+def _format_params(params: Params) -> str:
+    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+
+
+def _param(params: Params, name: str) -> str | None:
+    lname = name.lower()
+    for n, v in params:
+        if n.lower() == lname:
+            return "" if v is None else v
+    return None
+
+
+def _has_param(params: Params, name: str) -> bool:
+    lname = name.lower()
+    return any(n.lower() == lname for n, _ in params)
+
+
+def _set_param(params: Params, name: str, value: str | None) -> Params:
+    lname = name.lower()
+    kept = tuple((n, v) for n, v in params if n.lower() != lname)
+    return kept + ((name, value),)
+
+
+def _drop_param(params: Params, name: str) -> Params:
+    lname = name.lower()
+    return tuple((n, v) for n, v in params if n.lower() != lname)
+
+
+@dataclass(frozen=True)
+class SipURI:
+    """A ``sip:`` or ``sips:`` URI; ``user``, ``password``, parameters and
+    headers are kept escaped as on the wire."""
+
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    scheme: str = "sip"
+
+    def __post_init__(self) -> None:
+        if self.scheme.lower() not in ("sip", "sips"):
+            raise _bad(f"SipURI with scheme {self.scheme!r}")
+
+    def __str__(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out += [":", self.password]
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out += [":", str(self.port)]
+        out.append(_format_params(self.params))
+        if self.headers:
+            out.append("?" + "&".join(f"{n}={v}" for n, v in self.headers))
+        return "".join(out)
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme.lower() == "sips"
+
+    def param(self, name: str) -> str | None:
+        """The value of a parameter ('' for a flag), None when absent."""
+        return _param(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return _has_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> SipURI:
+        return replace(self, params=_set_param(self.params, name, value))
+
+    def without_param(self, name: str) -> SipURI:
+        return replace(self, params=_drop_param(self.params, name))
+
+    @property
+    def transport(self) -> str | None:
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    @property
+    def is_loose_router(self) -> bool:
+        return self.has_param("lr")
+
+    @property
+    def host_bare(self) -> str:
+        """The host without IPv6 brackets, lowercased."""
+        h = self.host[1:-1] if self.host.startswith("[") else self.host
+        return h.lower()
+
+    def aor(self) -> str:
+        """The address of record: ``scheme:user@host`` lowercased in its
+        case-insensitive parts, without port, parameters or headers."""
+        user = unquote(self.user) if self.user is not None else None
+        host = self.host.lower()
+        scheme = self.scheme.lower()
+        return f"{scheme}:{user}@{host}" if user is not None else f"{scheme}:{host}"
+
+
+@dataclass(frozen=True)
+class TelURI:
+    """A ``tel:`` URI (RFC 3966): a number and its parameters."""
+
+    number: str
+    params: Params = ()
+
+    def __post_init__(self) -> None:
+        if not _TEL_NUMBER_RE.fullmatch(self.number):
+            raise _bad(f"invalid telephone number {self.number!r}")
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{_format_params(self.params)}"
+
+    @property
+    def scheme(self) -> str:
+        return "tel"
+
+    def param(self, name: str) -> str | None:
+        return _param(self.params, name)
+
+    @property
+    def is_global(self) -> bool:
+        return self.number.startswith("+")
+
+    def normalized(self) -> str:
+        """The number without visual separators (RFC 3966 §3)."""
+        return "".join(c for c in self.number if c not in "-.()")
+
+    def aor(self) -> str:
+        return f"tel:{self.normalized()}"
+
+
+@dataclass(frozen=True)
+class AbsoluteURI:
+    """Any other URI scheme, kept opaque (RFC 3261 §25.1 absoluteURI)."""
+
+    scheme: str
+    opaque: str
+
+    def __post_init__(self) -> None:
+        if not _SCHEME_RE.fullmatch(self.scheme):
+            raise _bad(f"invalid scheme {self.scheme!r}")
+        if not _OPAQUE_RE.fullmatch(self.opaque):
+            raise _bad(f"invalid {self.scheme} URI")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.opaque}"
+
+    def aor(self) -> str:
+        return str(self).lower()
+
+
+URI = SipURI | TelURI | AbsoluteURI
+
+
+def parse_uri(text: str) -> URI:
+    """Parse a URI; raises :class:`SipParseError` naming the fault."""
+    scheme, sep, rest = text.partition(":")
+    if not sep or not _SCHEME_RE.fullmatch(scheme):
+        raise _bad(f"no scheme in {text[:80]!r}")
+    lscheme = scheme.lower()
+    if lscheme in ("sip", "sips"):
+        return _parse_sip(scheme, rest)
+    if lscheme == "tel":
+        number, _, ptext = rest.partition(";")
+        params = _parse_params(ptext, "tel") if ptext else ()
+        return TelURI(number, params)
+    return AbsoluteURI(scheme, rest)
+
+
+def _parse_sip(scheme: str, rest: str) -> SipURI:
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        u, sep, p = userinfo.partition(":")
+        if not _USER_RE.fullmatch(u):
+            raise _bad(f"invalid user part {u!r}")
+        user = u
+        if sep:
+            if not _PASSWORD_RE.fullmatch(p):
+                raise _bad("invalid password part")
+            password = p
+    headers_text: str | None = None
+    q = rest.find("?")
+    if q >= 0:
+        rest, headers_text = rest[:q], rest[q + 1 :]
+    hostport, psep, ptext = rest.partition(";")
+    if not hostport:
+        raise _bad("missing host")
+    host, port = split_hostport(hostport)
+    params = _parse_params(ptext, "URI") if psep else ()
+    headers: tuple[tuple[str, str], ...] = ()
+    if headers_text is not None:
+        items: list[tuple[str, str]] = []
+        for item in headers_text.split("&"):
+            n, sep, v = item.partition("=")
+            if not sep or not _HNAME_RE.fullmatch(n) or not _HNV_RE.fullmatch(v):
+                raise _bad(f"invalid URI header {item!r}")
+            items.append((n, v))
+        headers = tuple(items)
+    return SipURI(
+        host=host,
+        user=user,
+        password=password,
+        port=port,
+        params=params,
+        headers=headers,
+        scheme=scheme,
+    )
+
+
+def _unq(text: str | None) -> str | None:
+    return None if text is None else unquote(text)
+
+
+def uri_equal(a: URI, b: URI) -> bool:
+    """URI comparison of RFC 3261 §19.1.4 (and RFC 3966 §4 for tel)."""
+    if isinstance(a, SipURI) and isinstance(b, SipURI):
+        if a.scheme.lower() != b.scheme.lower():
+            return False
+        if _unq(a.user) != _unq(b.user) or _unq(a.password) != _unq(b.password):
+            return False
+        if a.host_bare != b.host_bare or a.port != b.port:
+            return False
+        pa = {n.lower(): _unq(v) for n, v in a.params}
+        pb = {n.lower(): _unq(v) for n, v in b.params}
+        for special in ("user", "ttl", "method", "maddr", "transport"):
+            if (pa.get(special) or "").lower() != (pb.get(special) or "").lower():
+                return False
+        for name in pa.keys() & pb.keys():
+            va, vb = pa[name], pb[name]
+            if (va or "").lower() != (vb or "").lower():
+                return False
+        ha = {_unq(n).lower(): _unq(v) for n, v in a.headers}  # type: ignore[union-attr]
+        hb = {_unq(n).lower(): _unq(v) for n, v in b.headers}  # type: ignore[union-attr]
+        return ha == hb
+    if isinstance(a, TelURI) and isinstance(b, TelURI):
+        if a.normalized().lower() != b.normalized().lower():
+            return False
+        pa = {n.lower(): (v or "").lower() for n, v in a.params}
+        pb = {n.lower(): (v or "").lower() for n, v in b.params}
+        return pa == pb
+    if isinstance(a, AbsoluteURI) and isinstance(b, AbsoluteURI):
+        return str(a).lower() == str(b).lower()
+    return False

@@ -1,0 +1,221 @@
+"""URIs and structured headers (RFC 3261 §19.1, §20, §25.1)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.headers import (
+    parse_auth,
+    parse_cseq,
+    parse_name_addr,
+    parse_via,
+    split_list,
+)
+from imsp2pd.sip.uri import AbsoluteURI, SipURI, TelURI, parse_uri, uri_equal
+
+from .test_sip_strategies import name_addrs, sip_uris, uris, vias
+
+
+def test_full_sip_uri() -> None:
+    u = parse_uri("sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?subject=hi&x=%20y")
+    assert isinstance(u, SipURI)
+    assert u.secure and u.user == "alice" and u.password == "secret"
+    assert u.host == "[2001:db8::1]" and u.port == 5061
+    assert u.transport == "tcp" and u.is_loose_router
+    assert u.headers == (("subject", "hi"), ("x", "%20y"))
+    assert str(u) == "sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?subject=hi&x=%20y"
+
+
+def test_user_may_hold_telephone_subscriber_and_escapes() -> None:
+    u = parse_uri("sip:+1-212-555-1212%3b;isub=1411@gw.example.com;user=phone")
+    assert isinstance(u, SipURI)
+    assert u.host == "gw.example.com" and u.param("user") == "phone"
+    assert u.aor() == "sip:+1-212-555-1212;;isub=1411@gw.example.com"
+
+
+def test_escaped_null_in_user_is_valid() -> None:
+    # RFC 4475 §3.1.1.6: %00 in a user part is legal and compares escaped
+    u = parse_uri("sip:null-%00-null@example.com")
+    assert isinstance(u, SipURI) and u.user == "null-%00-null"
+
+
+def test_tel_and_other_schemes() -> None:
+    t = parse_uri("tel:+1-201-555-0123;phone-context=example.com")
+    assert isinstance(t, TelURI) and t.is_global and t.normalized() == "+12015550123"
+    assert t.param("phone-context") == "example.com"
+    assert uri_equal(t, parse_uri("tel:+12015550123;PHONE-CONTEXT=example.com"))
+    a = parse_uri("urn:service:sos")
+    assert isinstance(a, AbsoluteURI) and str(a) == "urn:service:sos"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "sip:",
+        "sip:user@",
+        "sip:user@host:99999",
+        "sip:user@host:port",
+        "sip:user@[::1",
+        "sip:user@[zz::1]",
+        "sip:us er@example.com",
+        "sip:user@exa mple.com",
+        "sip:user@example.com;",
+        "sip:user@example.com;a=b c",
+        "sip:user@example.com?nohvalue",
+        "sip:user@-bad-.com",
+        "sip:user@300.1.1.1",
+        "noscheme",
+        "1ab:foo",
+        "tel:not a number",
+    ],
+)
+def test_bad_uris_raise_our_error(bad: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_uri(bad)
+    assert info.value.reason.startswith("Bad URI")
+
+
+def test_uri_comparison_rules() -> None:
+    # §19.1.4 examples
+    assert uri_equal(
+        parse_uri("sip:%61lice@atlanta.com;transport=TCP"),
+        parse_uri("sip:alice@AtLanTa.CoM;Transport=tcp"),
+    )
+    assert uri_equal(
+        parse_uri("sip:carol@chicago.com;security=on"),
+        parse_uri("sip:carol@chicago.com;newparam=5"),
+    )
+    assert not uri_equal(
+        parse_uri("SIP:ALICE@AtLanTa.CoM;Transport=udp"),
+        parse_uri("sip:alice@AtLanTa.CoM;Transport=UDP"),
+    )
+    assert not uri_equal(parse_uri("sip:bob@biloxi.com"), parse_uri("sip:bob@biloxi.com:5060"))
+    assert not uri_equal(
+        parse_uri("sip:bob@biloxi.com"), parse_uri("sip:bob@biloxi.com;transport=udp")
+    )
+    assert not uri_equal(
+        parse_uri("sip:carol@chicago.com"),
+        parse_uri("sip:carol@chicago.com?Subject=next%20meeting"),
+    )
+    assert not uri_equal(parse_uri("sip:a@b"), parse_uri("tel:+1"))
+
+
+def test_name_addr_forms() -> None:
+    na = parse_name_addr('"Alice \\"A\\"" <sip:alice@example.com;lr>;tag=abc;expires=60')
+    assert na.display == 'Alice "A"' and na.tag == "abc" and na.param("expires") == "60"
+    assert isinstance(na.uri, SipURI) and na.uri.is_loose_router
+    na2 = parse_name_addr("Bob  Smith <sip:bob@example.com>")
+    assert na2.display == "Bob Smith"
+    # addr-spec: the parameters belong to the header, not the URI (§20.10)
+    na3 = parse_name_addr("sip:carol@example.com;tag=x")
+    assert na3.tag == "x" and isinstance(na3.uri, SipURI) and na3.uri.params == ()
+    assert parse_name_addr(str(na)) == na
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        '"unterminated <sip:a@b>',
+        "<sip:a@b",
+        "<sip:a@ b>",
+        "bad@display <sip:a@b>",
+        "sip:a@b?x=y",
+        "<sip:a@b>;=x",
+        "<sip:a@b> junk",
+        '"x" sip:a@b',
+    ],
+)
+def test_bad_name_addr(bad: str) -> None:
+    with pytest.raises(SipParseError):
+        parse_name_addr(bad)
+
+
+def test_via_with_lws_and_ipv6() -> None:
+    v = parse_via(
+        "SIP / 2.0 / udp [2001:db8::9]:5070 ; branch = z9hG4bKx ;rport;received=192.0.2.1"
+    )
+    assert v.transport == "UDP" and v.host == "[2001:db8::9]" and v.port == 5070
+    assert v.branch == "z9hG4bKx" and v.has_param("rport")
+    assert v.response_address() == ("192.0.2.1", 5070)
+    assert parse_via(str(v)) == v
+    assert parse_via("SIP/2.0/TCP h;rport=1234").response_address() == ("h", 1234)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["SIP/2.0", "SIP/2.0/UDP", "SIP 2.0 UDP h", "SIP/2.0/UDP h;branch", "SIP/2.0/UDP h;ttl=999"],
+)
+def test_bad_via(bad: str) -> None:
+    with pytest.raises(SipParseError):
+        parse_via(bad)
+
+
+def test_cseq() -> None:
+    assert parse_cseq("  0009 \t INVITE").seq == 9
+    for bad in ["INVITE", "1", "-1 INVITE", "4294967296 INVITE", "1 IN VITE", "1 INV@ITE"]:
+        with pytest.raises(SipParseError):
+            parse_cseq(bad)
+
+
+def test_split_list_respects_quotes_and_brackets() -> None:
+    assert split_list('"a, b" <sip:x@y;p=1,2>, <sip:z@w>,,') == [
+        '"a, b" <sip:x@y;p=1,2>',
+        "<sip:z@w>",
+    ]
+    assert split_list('"esc \\" , still" <sip:x@y>') == ['"esc \\" , still" <sip:x@y>']
+    for bad in ['"open', "<sip:a", "a>", "<<a>>"]:
+        with pytest.raises(SipParseError):
+            split_list(bad)
+
+
+def test_auth_header_round_trip() -> None:
+    h = parse_auth(
+        'Digest username="alice@ims.example.org", realm="ims.example.org", nonce="n,1", uri="sip:ims.example.org", response="0123", algorithm=MD5, qop=auth, nc=00000001, cnonce="c"'
+    )
+    assert h.scheme == "Digest" and h.get("nonce") == "n,1" and h.get("QOP") == "auth"
+    assert parse_auth(str(h)) == h
+    for bad in ["", "Digest realm", 'Digest realm="x" nonce="y"', "Digest realm=,"]:
+        with pytest.raises(SipParseError):
+            parse_auth(bad)
+
+
+@given(uris())
+def test_uri_round_trip(u: SipURI | TelURI) -> None:
+    assert parse_uri(str(u)) == u
+    assert uri_equal(u, parse_uri(str(u)))
+
+
+@given(sip_uris())
+def test_uri_aor_is_stable(u: SipURI) -> None:
+    assert parse_uri(str(u)).aor() == u.aor()  # type: ignore[union-attr]
+
+
+@given(name_addrs())
+def test_name_addr_round_trip(na) -> None:  # type: ignore[no-untyped-def]
+    assert parse_name_addr(str(na)) == na
+
+
+@given(vias())
+def test_via_round_trip(v) -> None:  # type: ignore[no-untyped-def]
+    assert parse_via(str(v)) == v
+
+
+@given(st.text(max_size=200))
+def test_uri_parser_raises_only_our_error(text: str) -> None:
+    try:
+        parse_uri(text)
+    except SipParseError:
+        pass
+
+
+@given(st.text(alphabet=st.sampled_from('sip:@;=<>"\\, \t[]:.?&%abc12'), max_size=80))
+def test_header_parsers_raise_only_our_error(text: str) -> None:
+    for fn in (parse_name_addr, parse_via, parse_auth, parse_cseq, split_list):
+        try:
+            fn(text)
+        except SipParseError:
+            pass
