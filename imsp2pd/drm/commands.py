@@ -13,6 +13,10 @@ from typing import Any, BinaryIO
 
 from imsp2pd.client.cli import CommandLine, Context, UserError
 from imsp2pd.drm import container, files
+from imsp2pd.drm.keystore import PASSPHRASE_ENV
+
+KEYSTORE_ENV = "IMSP2P_KEYSTORE"
+DEFAULT_KEYSTORE = "~/.imsp2p/keystore.json"
 
 
 def register(cli: CommandLine) -> None:
@@ -42,6 +46,29 @@ def register(cli: CommandLine) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--key-file", required=True, metavar="K")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a file, or - for stdout")
+    p = drm.command("license", "get a license for this device from the DRM server", license_)
+    p.add_argument("--token", required=True, help="the license token (or @FILE holding it)")
+    p.add_argument("--server", help="DRM server URL (default: [drm] url of the config)")
+    p.add_argument("-o", "--output", required=True, metavar="LICENSE")
+    _player_options(p)
+    p.add_argument("--ca", help="CA certificate to trust (default: [drm] ca of the config)")
+    p = drm.command("play", "check a license, then verify and decrypt the content", play)
+    p.add_argument("license", metavar="LICENSE")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="a file, or - for stdout")
+    _player_options(p)
+
+
+def _player_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--keystore",
+        help=f"device keystore (default: ${KEYSTORE_ENV}, else {DEFAULT_KEYSTORE})",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        help=f"file whose first line is the keystore passphrase (else ${PASSPHRASE_ENV}, "
+        "else a prompt on the terminal)",
+    )
 
 
 def _size(text: str) -> int:
@@ -108,3 +135,76 @@ def unprotect(args: argparse.Namespace, ctx: Context) -> None:
             files.unprotect_file(args.file, args.output, key)
     except (files.DrmFileError, container.ContainerError) as exc:
         raise _fail(exc) from None
+
+
+def _open_keystore(args: argparse.Namespace) -> tuple[Any, str]:
+    import getpass
+    import os
+
+    from imsp2pd.drm.keystore import Keystore, KeystoreError, get_passphrase
+
+    path = os.path.expanduser(args.keystore or os.environ.get(KEYSTORE_ENV) or DEFAULT_KEYSTORE)
+    try:
+        passphrase = get_passphrase(
+            args.passphrase_file, os.environ, sys.stdin.isatty, getpass.getpass
+        )
+        return Keystore.open_or_create(path, passphrase), passphrase
+    except KeystoreError as exc:
+        raise UserError(exc.message) from None
+
+
+def license_(args: argparse.Namespace, ctx: Context) -> None:
+    import time
+
+    from imsp2pd.drm import player
+
+    token = args.token
+    if token.startswith("@"):
+        try:
+            with open(token[1:], encoding="ascii", errors="replace") as f:
+                token = f.read(8192).strip()
+        except OSError as exc:
+            raise UserError(f"cannot read token file {token[1:]}: {exc.strerror}") from None
+    server = args.server or ctx.config["drm"]["url"]
+    if args.ca:
+        ca = args.ca
+    else:
+        from imsp2pd_roles.drm import ca_path
+
+        ca = str(ca_path(ctx.config))
+    keystore, passphrase = _open_keystore(args)
+    try:
+        fetched = player.fetch_license(
+            server,
+            token,
+            keystore,
+            passphrase,
+            args.output,
+            transport=player.urllib_transport(ca),
+            now=time.time,
+        )
+    except player.PlayerError as exc:
+        raise UserError(exc.message) from None
+    lic = fetched.license
+    ctx.print(
+        f"license {lic.license_id} for {lic.doi} written to {fetched.path} "
+        f"(rights {lic.rights.to_json()}, until {lic.not_after})"
+    )
+
+
+def play(args: argparse.Namespace, ctx: Context) -> None:
+    import time
+
+    from imsp2pd.drm import player
+    from imsp2pd.drm.keystore import KeystoreError
+
+    keystore, passphrase = _open_keystore(args)
+    out: Any = binary_stdout(ctx) if args.output == "-" else args.output
+    try:
+        player.play(args.license, args.file, out, keystore, passphrase, now=time.time)
+    except (player.PlayerError, files.DrmFileError, KeystoreError) as exc:
+        raise UserError(exc.message) from None
+    except container.ContainerError as exc:
+        raise _fail(exc) from None
+    if args.output == "-":
+        out.flush()

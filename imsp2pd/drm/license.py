@@ -85,6 +85,7 @@ __all__ = [
     "fingerprint",
     "issue_license",
     "make_request",
+    "observe",
     "open_request",
     "sign_blob",
     "verify_blob",
@@ -482,25 +483,45 @@ class PlayerState:
     """What a player remembers between runs (kept sealed in the keystore).
 
     ``high_water`` is the latest time ever seen (server or local); ``seen``
-    maps a license id to (the newest server time seen for it, plays used).
+    maps a license id to (the newest server time seen for it, plays used);
+    ``trusted_keys`` are the DRM server keys learnt over verified TLS.
     """
 
     high_water: int = 0
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    trusted_keys: tuple[str, ...] = ()  # DRM server public keys (base64url) licenses may use
 
     def to_json(self) -> dict[str, Any]:
         return {
             "high_water": self.high_water,
             "seen": {k: [t, n] for k, (t, n) in sorted(self.seen.items())},
+            "trusted_keys": list(self.trusted_keys),
         }
 
     @classmethod
     def from_json(cls, data: Any) -> PlayerState:
         try:
             seen = {str(k): (int(v[0]), int(v[1])) for k, v in data["seen"].items()}
-            return cls(high_water=int(data["high_water"]), seen=seen)
+            trusted = tuple(str(k) for k in data.get("trusted_keys", ()))
+            return cls(high_water=int(data["high_water"]), seen=seen, trusted_keys=trusted)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             raise BadLicense("player state is damaged") from None
+
+
+def observe(state: PlayerState, now: float, tolerance: int = CLOCK_TOLERANCE) -> PlayerState:
+    """Record the local time ``now`` in the high-water mark.
+
+    Raises :class:`ClockRolledBack` when ``now`` is more than ``tolerance``
+    seconds before a time already seen. A player calls this (and saves the
+    state) on every attempt, refused ones included, so that a refusal for
+    expiry cannot be undone by setting the clock back.
+    """
+    if now + tolerance < state.high_water:
+        raise ClockRolledBack(
+            f"the clock reads {int(now)}, but time {state.high_water} was already seen: "
+            "it was set back"
+        )
+    return replace(state, high_water=max(int(now), state.high_water))
 
 
 class LicenseGuard:
@@ -518,12 +539,7 @@ class LicenseGuard:
         self._tolerance = tolerance
 
     def _trusted_now(self, state: PlayerState, now: float) -> int:
-        if now + self._tolerance < state.high_water:
-            raise ClockRolledBack(
-                f"the clock reads {int(now)}, but time {state.high_water} was already seen: "
-                "it was set back"
-            )
-        return max(int(now), state.high_water)
+        return observe(state, now, self._tolerance).high_water
 
     def accept(
         self, blob: str, state: PlayerState, now: float, expected_nonce: bytes

@@ -322,3 +322,12 @@ def test_device_keys_raw_round_trip() -> None:
     assert again.fingerprint == dev.fingerprint
     assert again.x25519_public == dev.x25519_public
     assert len(dev.fingerprint) == 64
+
+
+def test_observe_records_time_and_catches_rollback() -> None:
+    state = lic.observe(lic.PlayerState(), NOW)
+    assert state.high_water == NOW
+    assert lic.observe(state, NOW - 100).high_water == NOW  # within tolerance: kept
+    with pytest.raises(lic.ClockRolledBack):
+        lic.observe(state, NOW - lic.CLOCK_TOLERANCE - 1)
+    assert lic.observe(state, NOW + 5).high_water == NOW + 5
