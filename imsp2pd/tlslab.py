@@ -282,17 +282,16 @@ def server_options(lab: LabCert) -> Any:
     from twisted.internet import ssl
 
     chain = _load_certs(lab.cert)
-    leaf = ssl.PrivateCertificate.loadPEM(
-        chain[0].public_bytes(serialization.Encoding.PEM) + lab.key.read_bytes()
-    )
-    extra = [
-        ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)).original
-        for c in chain[1:]
-    ]
-    return ssl.CertificateOptions(
-        privateKey=leaf.privateKey.original,
-        certificate=leaf.original,
-        extraCertChain=extra,
+    key = _load_key(lab.key)
+    if chain[0].public_key() != key.public_key():
+        raise TlsLabError(f"{lab.key} is not the key of {lab.cert}")
+    # pyOpenSSL takes cryptography objects directly (its own X509/PKey are deprecated);
+    # Twisted's annotations still name the pyOpenSSL types.
+    make: Any = ssl.CertificateOptions
+    return make(
+        privateKey=key,
+        certificate=chain[0],
+        extraCertChain=chain[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
 

@@ -10,11 +10,14 @@ import treq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 from imsp2pd import entitlement, tlslab
+from imsp2pd.client.cli import main
 from imsp2pd.config import load_config
+from imsp2pd.drm import files
 from imsp2pd.drm import license as lic
 from imsp2pd.metrics import Registry
 from imsp2pd.roles import Hub, discover_roles, role_schemas
@@ -141,3 +144,77 @@ class DrmOverHttpsTests(TestCase):
             auth=False,
         )
         self.assertEqual((status, answer["error"]), (403, "bad_token"))
+
+    @inlineCallbacks
+    def test_cli_protect_license_play(self):
+        """The provider's and the consumer's commands against the running server."""
+        issuer = entitlement.Issuer(entitlement.load_or_create_private_key(self.var / "keys"))
+        now = int(reactor.seconds())
+        work = Path(self.mktemp()).resolve()
+        work.mkdir()
+        (work / "movie").write_bytes(os.urandom(200_000))
+        (work / "pass").write_text("secret\n")
+        status, content = yield self.call(
+            "POST",
+            "/content",
+            {"publisher_token": issuer.issue_publisher(CAROL, now + 60), "content_key": "cd" * 16},
+            auth=False,
+        )
+        (work / "k").write_text("cd" * 16)
+        rc = yield deferToThread(
+            main,
+            [
+                "drm",
+                "protect",
+                str(work / "movie"),
+                "--doi",
+                content["doi"],
+                "--key-id",
+                content["key_id"],
+                "--key-file",
+                str(work / "k"),
+                "--piece-length",
+                "16K",
+                "-o",
+                str(work / "movie.c"),
+            ],
+        )
+        self.assertEqual(rc, 0)
+        yield self.call(
+            "POST",
+            "/rights",
+            {
+                "impu": ALICE,
+                "doi": content["doi"],
+                "purchase_id": "p1",
+                "offer": {"id": "o", "rights": {"plays": 1}},
+            },
+        )
+        base = yield self.url()
+        keystore = ["--keystore", str(work / "ks.json"), "--passphrase-file", str(work / "pass")]
+        (work / "token").write_text(issuer.issue_license(ALICE, content["doi"], "o", now + 60))
+        rc = yield deferToThread(
+            main,
+            [
+                "drm",
+                "license",
+                "--token",
+                "@" + str(work / "token"),
+                "--server",
+                base,
+                "--ca",
+                str(self.var / "tls" / "ca.pem"),
+                "-o",
+                str(work / "lic"),
+                *keystore,
+            ],
+        )
+        self.assertEqual(rc, 0)
+        play = ["drm", "play", str(work / "lic"), str(work / "movie.c"), *keystore]
+        rc = yield deferToThread(main, [*play, "-o", str(work / "out")])
+        self.assertEqual(rc, 0)
+        self.assertEqual((work / "out").read_bytes(), (work / "movie").read_bytes())
+        rc = yield deferToThread(main, [*play, "-o", str(work / "out2")])
+        self.assertEqual(rc, 1)  # the one play is used
+        self.assertFalse((work / "out2").exists())
+        self.assertEqual(files.read_key_file(work / "k"), bytes.fromhex("cd" * 16))
