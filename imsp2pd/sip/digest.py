@@ -17,12 +17,12 @@ import os
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from imsp2pd.sip.headers import AuthHeader
 
 
-class Algorithm(str, Enum):
+class Algorithm(StrEnum):
     MD5 = "MD5"
     MD5_SESS = "MD5-sess"
     SHA256 = "SHA-256"
@@ -212,7 +212,7 @@ def verify_credentials(creds: Credentials, *, method: str, ha1: str) -> bool:
     return hmac.compare_digest(expected.lower(), creds.response.lower())
 
 
-class NonceStatus(str, Enum):
+class NonceStatus(StrEnum):
     OK = "ok"
     STALE = "stale"  # expired: challenge again with stale=TRUE
     INVALID = "invalid"  # not ours, or tampered with
