@@ -188,9 +188,9 @@ class PublishDesk:
                 metadata, publisher=impu, torrent=torrent, tracker=tracker
             )
         except AssetExists:  # a concurrent PUBLISH of the same content won
-            asset = await self.catalogue.get(draft.doi)
-            assert asset is not None
-            return await self._again(impu, asset, draft)
+            winner = await self.catalogue.get(draft.doi)
+            assert winner is not None
+            return await self._again(impu, winner, draft)
         except CatalogueError as e:
             raise BadPublication(str(e)) from None
         log.info(
