@@ -15,7 +15,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imsp2pd.drm.server import DrmCore, DrmError
@@ -25,7 +24,6 @@ from imsp2pd.web import HttpError, Response, Router, WebRequest, json_response, 
 
 __all__ = ["make_router", "make_service"]
 
-log = Logger()
 MAX_BODY = 64 * 1024
 
 
@@ -48,15 +46,9 @@ def make_router(
 ) -> Router:
     """The DRM routes; ``service_token`` guards the AS/operator routes."""
 
-    def access(req: WebRequest, status: int) -> None:
-        log.info(
-            "drm {method} {path} {status}",
-            method=req.method,
-            path=req.path.split("/")[1] if req.path.count("/") else req.path,
-            status=status,
-        )
-
-    router = Router(token=service_token, max_body=MAX_BODY, access_log=access)
+    # The site's access log (imsp2pd.web.make_site) already records every request
+    # with its query redacted; nothing here logs bodies, which carry tokens.
+    router = Router(token=service_token, max_body=MAX_BODY)
     issued = refused = None
     if metrics is not None:
         issued = metrics.counter("drm_licenses_issued_total", "Licenses issued")
