@@ -51,6 +51,7 @@ class Timers:
 
 
 class State(Enum):
+    INIT = "Init"
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -120,7 +121,7 @@ class Transaction:
     def __init__(self, reliable: bool, timers: Timers) -> None:
         self.reliable = reliable
         self.timers = timers
-        self.state = State.TERMINATED
+        self.state = State.INIT
         self._deadlines: dict[str, float] = {}
 
     # -- timers ---------------------------------------------------------

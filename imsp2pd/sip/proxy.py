@@ -1,0 +1,696 @@
+"""A sans-IO SIP core: the transaction layer under a stateful proxy and a
+UA (RFC 3261 §16, §8, §17, §18.2).
+
+:class:`SipCore` takes parsed messages with their :class:`Source` and
+``now``, and returns outputs: :class:`Transmit` for the transport, and events
+for the transaction user (the role logic: a CSCF, the AS, a client):
+:class:`IncomingRequest`, :class:`IncomingAck`, :class:`BranchResponse`,
+:class:`BranchFailed`, :class:`UacResponse`, :class:`UacFailed`,
+:class:`Cancelled`.  The TU answers with :meth:`SipCore.respond`,
+:meth:`SipCore.forward` (the proxy behaviour of §16.6: Max-Forwards,
+Record-Route, Via with a loop-detecting z9hG4bK branch, loose and strict
+routing) or :meth:`SipCore.send_request` (a UAC request).  Nothing here does
+I/O or reads a clock: the Twisted adapter (:mod:`imsp2pd.sip.transport`)
+feeds it and keeps one timer at :meth:`SipCore.next_deadline`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.headers import parse_name_addr, parse_via
+from imsp2pd.sip.message import (
+    BRANCH_MAGIC,
+    Request,
+    Response,
+    SipMessage,
+    make_response,
+    new_branch,
+    new_tag,
+)
+from imsp2pd.sip.transaction import (
+    Action,
+    ClientTransaction,
+    Deliver,
+    Send,
+    ServerTransaction,
+    Terminated,
+    Timeout,
+    Timers,
+    TransactionKey,
+    TransactionTable,
+    TransportFailed,
+)
+from imsp2pd.sip.uri import URI, SipURI
+
+UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests go over a congestion-controlled transport
+DEFAULT_MAX_FORWARDS = 70
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from.  ``flow`` names the stream connection
+    (None for UDP); responses and, for a registered UE, later requests reuse
+    it."""
+
+    transport: str
+    host: str
+    port: int
+    flow: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "UDP"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send: a transport, an address and optionally a flow to
+    reuse (the adapter connects when the flow is gone)."""
+
+    transport: str
+    host: str
+    port: int
+    flow: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "UDP"
+
+
+@dataclass(frozen=True)
+class LocalAddress:
+    transport: str
+    host: str
+    port: int
+
+
+# -- outputs -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transmit:
+    message: SipMessage
+    target: Target
+    #: the client transaction to tell about a transport error, if any
+    tx: TransactionKey | None = None
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    ctx: int
+    request: Request
+    source: Source
+
+
+@dataclass(frozen=True)
+class IncomingAck:
+    """An ACK that matched no transaction (the ACK of a 2xx): a proxy
+    forwards it with :meth:`SipCore.forward_ack`, a UAS takes it."""
+
+    request: Request
+    source: Source
+
+
+@dataclass(frozen=True)
+class BranchResponse:
+    """A response on a forwarded branch, for a TU that asked to
+    ``intercept`` (e.g. the S-CSCF applying DefaultHandling)."""
+
+    ctx: int
+    response: Response
+
+
+@dataclass(frozen=True)
+class BranchFailed:
+    """A forwarded branch timed out or hit a transport error (intercepted
+    branches only; otherwise the core answers 408 / 500 itself)."""
+
+    ctx: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class UacResponse:
+    handle: int
+    response: Response
+
+
+@dataclass(frozen=True)
+class UacFailed:
+    handle: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    ctx: int
+
+
+Output = (
+    Transmit
+    | IncomingRequest
+    | IncomingAck
+    | BranchResponse
+    | BranchFailed
+    | UacResponse
+    | UacFailed
+    | Cancelled
+)
+
+
+@dataclass
+class _ServerCtx:
+    ctx: int
+    tx: ServerTransaction
+    source: Source
+    branch: TransactionKey | None = None
+    branch_target: Target | None = None
+    intercept: bool = False
+    answered: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class _ClientCtx:
+    tx: ClientTransaction
+    target: Target
+    server_ctx: int | None = None
+    uac_handle: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def response_target(response: Response, source: Source | None) -> Target:
+    """Where a response goes (§18.2.2, RFC 3581): back over the flow the
+    request came on, else to the address in the top Via."""
+    via = response.top_via
+    if source is not None and source.reliable:
+        return Target(source.transport, source.host, source.port, source.flow)
+    host, port = via.response_address(5061 if via.transport == "TLS" else 5060)
+    return Target(via.transport, host, port)
+
+
+def uri_target(uri: URI, *, size: int = 0, default_transport: str = "UDP") -> Target:
+    """The next hop for a SIP URI (RFC 3263 without DNS: the host is used as
+    given).  Over UDP a message above 1300 bytes goes over TCP instead."""
+    if not isinstance(uri, SipURI):
+        raise SipParseError(f"Cannot route to a {uri.scheme} URI", status=416)
+    transport = (uri.transport or default_transport.lower()).upper()
+    if uri.secure:
+        transport = "TLS"
+    if transport == "UDP" and size > UDP_MTU_LIMIT:
+        transport = "TCP"
+    maddr = uri.param("maddr")
+    host = maddr or uri.host
+    if host.startswith("["):
+        host = host[1:-1]
+    port = uri.port or (5061 if transport == "TLS" else 5060)
+    return Target(transport, host, port)
+
+
+def loop_hash(request: Request) -> str:
+    """The part of a branch that detects loops (§16.3 step 4, §16.6 step 8):
+    it hashes what does not change while a request loops and does change
+    while it spirals (the Request-URI and the Route set as received)."""
+    h = hashlib.sha256()
+    for part in (
+        str(request.uri),
+        request.from_.tag or "",
+        request.to.tag or "",
+        request.call_id,
+        str(request.cseq.seq),
+        "|".join(request.get_all("Route")),
+        "|".join(request.get_all("Proxy-Require")),
+    ):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+class SipCore:
+    """Transactions, a stateful proxy and a UAC/UAS for one SIP node."""
+
+    def __init__(
+        self,
+        *,
+        addresses: list[LocalAddress],
+        aliases: tuple[str, ...] = (),
+        timers: Timers | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("a SIP core needs at least one local address")
+        self.addresses = addresses
+        self.aliases = tuple(a.lower() for a in aliases)
+        self.timers = timers or Timers()
+        self.table = TransactionTable()
+        self._servers: dict[int, _ServerCtx] = {}
+        self._server_by_key: dict[TransactionKey, int] = {}
+        self._clients: dict[TransactionKey, _ClientCtx] = {}
+        self._ids = itertools.count(1)
+
+    # -- identity ---------------------------------------------------------
+    def is_local(self, uri: URI) -> bool:
+        """True when ``uri`` names this node (host and port, §16.4)."""
+        if not isinstance(uri, SipURI):
+            return False
+        host = uri.host_bare
+        port = uri.port
+        for a in self.addresses:
+            if host == a.host.lower() and (port == a.port or (port is None and a.port == 5060)):
+                return True
+        return host in self.aliases and (
+            port is None or any(port == a.port for a in self.addresses)
+        )
+
+    def address_for(self, transport: str) -> LocalAddress:
+        for a in self.addresses:
+            if a.transport == transport:
+                return a
+        if transport == "TLS":
+            for a in self.addresses:
+                if a.transport == "TCP":
+                    return a
+        return self.addresses[0]
+
+    def record_route_uri(self, transport: str) -> str:
+        a = self.address_for(transport)
+        host = f"[{a.host}]" if ":" in a.host else a.host
+        tp = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"<sip:{host}:{a.port}{tp};lr>"
+
+    # -- input ------------------------------------------------------------
+    def receive(self, message: SipMessage, source: Source, now: float) -> list[Output]:
+        if isinstance(message, Request):
+            return self._receive_request(message, source, now)
+        return self._receive_response(message, now)
+
+    def _receive_request(self, request: Request, source: Source, now: float) -> list[Output]:
+        request = _stamp_via(request, source)
+        tx = self.table.match_request(request)
+        if tx is not None:
+            return self._run_server(tx, tx.receive(request, now), source)
+        if request.method == "ACK":
+            return [IncomingAck(request, source)]
+        if request.method == "CANCEL":
+            return self._receive_cancel(request, source, now)
+        # §16.3: Max-Forwards and loop checks before anything else
+        mf = request.max_forwards
+        early: Response | None = None
+        if mf is not None and mf <= 0:
+            early = make_response(request, 483, to_tag=new_tag())
+        elif self._looped(request):
+            early = make_response(request, 482, to_tag=new_tag())
+        stx = ServerTransaction(request, reliable=source.reliable, timers=self.timers)
+        ctx = next(self._ids)
+        sc = _ServerCtx(ctx, stx, source)
+        self._servers[ctx] = sc
+        self._server_by_key[stx.key] = ctx
+        self.table.add_server(stx)
+        actions = stx.start(now)
+        if early is not None:
+            actions = [a for a in actions if not isinstance(a, Deliver)]
+            out = self._run_server(stx, actions)
+            return out + self.respond(ctx, early, now)
+        return self._run_server(stx, actions)
+
+    def _looped(self, request: Request) -> bool:
+        digest: str | None = None
+        for via in request.vias:
+            branch = via.branch or ""
+            if branch.startswith(BRANCH_MAGIC) and self.is_local(
+                SipURI(host=via.host, port=via.port)
+            ):
+                digest = digest or loop_hash(request)
+                if branch[7:23] == digest:
+                    return True
+        return False
+
+    def _receive_cancel(self, cancel: Request, source: Source, now: float) -> list[Output]:
+        target = self.table.match_cancel_target(cancel)
+        out: list[Output] = []
+        if target is None:
+            # no transaction: answer 481 (a stateless forward would need the route)
+            stx = ServerTransaction(cancel, reliable=source.reliable, timers=self.timers)
+            self.table.add_server(stx)
+            stx.start(now)
+            resp = make_response(cancel, 481, to_tag=new_tag())
+            return self._run_server(stx, stx.respond(resp, now), source)
+        stx = ServerTransaction(cancel, reliable=source.reliable, timers=self.timers)
+        self.table.add_server(stx)
+        stx.start(now)
+        resp = make_response(cancel, 200, to_tag=new_tag())
+        out += self._run_server(stx, stx.respond(resp, now), source)
+        ctx_id = self._server_by_key.get(target.key)
+        if ctx_id is None:
+            return out
+        sc = self._servers[ctx_id]
+        sc.cancelled = True
+        if sc.branch is not None and sc.branch in self._clients:
+            cc = self._clients[sc.branch]
+            out += self._send_cancel(cc, now)
+        if not sc.answered:
+            out += self.respond(ctx_id, make_response(target.request, 487, to_tag=new_tag()), now)
+        out.append(Cancelled(ctx_id))
+        return out
+
+    def _send_cancel(self, cc: _ClientCtx, now: float) -> list[Output]:
+        """§9.1: a CANCEL for a pending client transaction (same Via)."""
+        req = cc.tx.request
+        headers = [("Via", req.get_all("Via")[0])]
+        headers += [("Route", r) for r in req.get_all("Route")]
+        headers += [
+            ("From", req.get("From") or ""),
+            ("To", req.get("To") or ""),
+            ("Call-ID", req.call_id),
+            ("CSeq", f"{req.cseq.seq} CANCEL"),
+            ("Max-Forwards", str(DEFAULT_MAX_FORWARDS)),
+        ]
+        cancel = Request(tuple(headers), b"", method="CANCEL", uri=req.uri)
+        tx = ClientTransaction(cancel, reliable=cc.target.reliable, timers=self.timers)
+        self._clients[tx.key] = _ClientCtx(tx, cc.target)
+        self.table.add_client(tx)
+        return self._run_client(tx, tx.start(now), now)
+
+    def _receive_response(self, response: Response, now: float) -> list[Output]:
+        tx = self.table.match_response(response)
+        if tx is None:
+            return self._forward_stray_response(response)
+        return self._run_client(tx, tx.receive(response, now), now)
+
+    def _forward_stray_response(self, response: Response) -> list[Output]:
+        """§16.7 for a response without a transaction (a 2xx retransmission
+        after the transaction ended): strip our Via and send it on."""
+        vias = response.vias
+        if len(vias) < 2 or not self.is_local(SipURI(host=vias[0].host, port=vias[0].port)):
+            return []
+        upstream = response.remove_first("Via")
+        return [Transmit(upstream, response_target(upstream, None))]
+
+    # -- TU calls ---------------------------------------------------------
+    def request_of(self, ctx: int) -> Request | None:
+        sc = self._servers.get(ctx)
+        return sc.tx.request if sc else None
+
+    def source_of(self, ctx: int) -> Source | None:
+        sc = self._servers.get(ctx)
+        return sc.source if sc else None
+
+    def respond(self, ctx: int, response: Response, now: float) -> list[Output]:
+        """Send a response on the server transaction ``ctx``."""
+        sc = self._servers.get(ctx)
+        if sc is None:
+            return []
+        if response.status >= 200:
+            sc.answered = True
+        return self._run_server(sc.tx, sc.tx.respond(response, now))
+
+    def reply(
+        self,
+        ctx: int,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        *,
+        extra: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+    ) -> list[Output]:
+        sc = self._servers.get(ctx)
+        if sc is None:
+            return []
+        resp = make_response(
+            sc.tx.request, status, reason, to_tag=new_tag(), extra=extra, body=body
+        )
+        return self.respond(ctx, resp, now)
+
+    def forward(
+        self,
+        ctx: int,
+        request: Request,
+        now: float,
+        *,
+        record_route: bool = False,
+        intercept: bool = False,
+        target: Target | None = None,
+    ) -> list[Output]:
+        """Proxy ``request`` (the TU may have changed its Request-URI and
+        headers) for the server transaction ``ctx`` (§16.6)."""
+        sc = self._servers.get(ctx)
+        if sc is None or sc.answered:
+            return []
+        try:
+            prepared, hop = self.prepare_forward(request, sc.source, record_route=record_route)
+        except SipParseError as exc:
+            return self.reply(ctx, exc.status, now, exc.reason)
+        if target is None:
+            target = uri_target(hop, size=len(prepared.encode()), default_transport="UDP")
+        prepared = self._add_via(prepared, target, sc.tx.request)
+        sc.intercept = intercept
+        return self._start_client(prepared, target, now, server_ctx=ctx)
+
+    def forward_ack(self, ack: Request, source: Source, now: float) -> list[Output]:
+        """Forward an ACK of a 2xx statelessly along its route (§16.11)."""
+        try:
+            prepared, hop = self.prepare_forward(ack, source, record_route=False)
+            target = uri_target(hop, size=len(prepared.encode()))
+        except SipParseError:
+            return []
+        return [Transmit(self._add_via(prepared, target, ack), target)]
+
+    def prepare_forward(
+        self, request: Request, source: Source, *, record_route: bool
+    ) -> tuple[Request, URI]:
+        """§16.4 and §16.6 steps 1–7: route preprocessing, Max-Forwards,
+        Record-Route, and the next hop (loose or strict routing)."""
+        routes = request.get_all("Route")
+        # §16.4: a strict router before us put our Record-Route in the R-URI
+        ruri = request.uri
+        if routes and isinstance(ruri, SipURI) and ruri.is_loose_router and self.is_local(ruri):
+            last = parse_name_addr(routes[-1]).uri
+            idx = [i for i, (n, _) in enumerate(request.headers) if n == "Route"][-1]
+            headers = request.headers[:idx] + request.headers[idx + 1 :]
+            request = Request(headers, request.body, method=request.method, uri=last)
+            routes = request.get_all("Route")
+        # drop our own Route entry (loose routing)
+        if routes and self.is_local(parse_name_addr(routes[0]).uri):
+            request = request.remove_first("Route")
+            routes = routes[1:]
+        mf = request.max_forwards
+        request = request.replace_header(
+            "Max-Forwards", str((mf if mf is not None else DEFAULT_MAX_FORWARDS + 1) - 1)
+        )
+        if record_route:
+            request = request.prepend_header(
+                "Record-Route", self.record_route_uri(source.transport)
+            )
+        if routes:
+            first = parse_name_addr(routes[0])
+            if isinstance(first.uri, SipURI) and not first.uri.is_loose_router:
+                # §16.6 step 6: strict next hop
+                rest = [v for v in routes[1:]] + [f"<{request.uri}>"]
+                request = request.remove_header("Route")
+                for v in rest:
+                    request = request.append_header("Route", v)
+                request = Request(
+                    request.headers, request.body, method=request.method, uri=first.uri
+                )
+                return request, first.uri
+            return request, first.uri
+        return request, request.uri
+
+    def _add_via(self, request: Request, target: Target, original: Request) -> Request:
+        a = self.address_for(target.transport)
+        host = f"[{a.host}]" if ":" in a.host else a.host
+        branch = f"{BRANCH_MAGIC}{loop_hash(original)}.{new_branch()[7:]}"
+        via = f"SIP/2.0/{target.transport} {host}:{a.port};branch={branch}"
+        if target.transport == "UDP":
+            via += ";rport"
+        return request.prepend_header("Via", via)
+
+    def send_request(
+        self, request: Request, now: float, *, target: Target | None = None
+    ) -> tuple[int, list[Output]]:
+        """Send a new request as a UAC; the request must have no Via (one is
+        added).  Returns a handle named by :class:`UacResponse`."""
+        if target is None:
+            routes = request.routes
+            hop = routes[0].uri if routes else request.uri
+            target = uri_target(hop, size=len(request.encode()) + 120)
+        handle = next(self._ids)
+        request = self._add_via(request, target, request)
+        if request.get("Max-Forwards") is None:
+            request = request.append_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
+        return handle, self._start_client(request, target, now, uac_handle=handle)
+
+    def _start_client(
+        self,
+        request: Request,
+        target: Target,
+        now: float,
+        *,
+        server_ctx: int | None = None,
+        uac_handle: int | None = None,
+    ) -> list[Output]:
+        tx = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
+        self._clients[tx.key] = _ClientCtx(tx, target, server_ctx=server_ctx, uac_handle=uac_handle)
+        if server_ctx is not None:
+            sc = self._servers[server_ctx]
+            sc.branch = tx.key
+            sc.branch_target = target
+        self.table.add_client(tx)
+        return self._run_client(tx, tx.start(now), now)
+
+    def transport_error(self, key: TransactionKey, reason: str, now: float) -> list[Output]:
+        tx = self.table.clients.get(key)
+        if tx is None:
+            return []
+        return self._run_client(tx, tx.transport_error(reason), now)
+
+    # -- timers -----------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self.table.next_deadline()
+
+    def on_timer(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for tx in self.table.due(now):
+            actions = tx.on_timer(now)
+            if isinstance(tx, ClientTransaction):
+                out += self._run_client(tx, actions, now)
+            else:
+                assert isinstance(tx, ServerTransaction)
+                out += self._run_server(tx, actions)
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self.table)
+
+    # -- action plumbing --------------------------------------------------
+    def _run_server(
+        self, tx: ServerTransaction, actions: list[Action], source: Source | None = None
+    ) -> list[Output]:
+        out: list[Output] = []
+        ctx_id = self._server_by_key.get(tx.key)
+        sc = self._servers.get(ctx_id) if ctx_id is not None else None
+        if sc is not None and sc.tx is not tx:
+            sc, ctx_id = None, None
+        src = sc.source if sc is not None else source
+        for a in actions:
+            if isinstance(a, Send):
+                assert isinstance(a.message, Response)
+                out.append(Transmit(a.message, response_target(a.message, src)))
+            elif isinstance(a, Deliver) and sc is not None:
+                assert isinstance(a.message, Request)
+                out.append(IncomingRequest(sc.ctx, a.message, sc.source))
+            elif isinstance(a, Terminated):
+                if ctx_id is not None and sc is not None:
+                    del self._servers[ctx_id]
+                    del self._server_by_key[tx.key]
+        self.table.touch(tx)
+        return out
+
+    def _run_client(self, tx: ClientTransaction, actions: list[Action], now: float) -> list[Output]:
+        out: list[Output] = []
+        cc = self._clients.get(tx.key)
+        for a in actions:
+            if isinstance(a, Send):
+                target = cc.target if cc else Target("UDP", "127.0.0.1", 5060)
+                out.append(Transmit(a.message, target, tx.key))
+            elif isinstance(a, Deliver) and cc is not None:
+                assert isinstance(a.message, Response)
+                out += self._branch_response(cc, a.message, now)
+            elif isinstance(a, Timeout | TransportFailed) and cc is not None:
+                reason = "timeout" if isinstance(a, Timeout) else f"transport: {a.reason}"
+                out += self._branch_failed(cc, reason, now)
+            elif isinstance(a, Terminated):
+                if self._clients.get(tx.key) is cc:
+                    self._clients.pop(tx.key, None)
+        self.table.touch(tx)
+        return out
+
+    def _branch_response(self, cc: _ClientCtx, response: Response, now: float) -> list[Output]:
+        if cc.uac_handle is not None:
+            return [UacResponse(cc.uac_handle, response)]
+        if cc.server_ctx is None:
+            return []
+        sc = self._servers.get(cc.server_ctx)
+        if sc is None:
+            # the server transaction is gone: a late 2xx goes upstream statelessly
+            return self._forward_stray_response(response) if response.status < 300 else []
+        if sc.intercept and response.status >= 200:
+            return [BranchResponse(sc.ctx, response)]
+        return self.relay_response(sc.ctx, response, now)
+
+    def relay_response(self, ctx: int, response: Response, now: float) -> list[Output]:
+        """Send a branch response upstream (§16.7): our Via removed, 100 not
+        relayed, a 503 turned into 500."""
+        sc = self._servers.get(ctx)
+        if sc is None or response.status == 100:
+            return []
+        upstream = response.remove_first("Via")
+        if upstream.status == 503:
+            upstream = Response(
+                upstream.headers, upstream.body, status=500, reason="Server Internal Error"
+            )
+        if not upstream.vias:
+            return []
+        return self.respond(ctx, upstream, now)
+
+    def _branch_failed(self, cc: _ClientCtx, reason: str, now: float) -> list[Output]:
+        if cc.uac_handle is not None:
+            return [UacFailed(cc.uac_handle, reason)]
+        if cc.server_ctx is None:
+            return []
+        sc = self._servers.get(cc.server_ctx)
+        if sc is None or sc.answered:
+            return []
+        if sc.intercept:
+            return [BranchFailed(sc.ctx, reason)]
+        status = 408 if reason == "timeout" else 500
+        text = "Request Timeout" if status == 408 else "Next Hop Unreachable"
+        return self.reply(sc.ctx, status, now, text)
+
+
+def _stamp_via(request: Request, source: Source) -> Request:
+    """§18.2.1 and RFC 3581: note the source address in the top Via."""
+    values = request.get_all("Via")
+    if not values:
+        return request
+    via = parse_via(values[0])
+    changed = via
+    if via.host.strip("[]").lower() != source.host.lower():
+        changed = changed.with_param("received", source.host)
+    if via.has_param("rport") and not via.param("rport"):
+        changed = changed.with_param("rport", str(source.port))
+        if not changed.has_param("received"):
+            changed = changed.with_param("received", source.host)
+    if changed is via:
+        return request
+    headers = list(request.headers)
+    for i, (n, _) in enumerate(headers):
+        if n == "Via":
+            headers[i] = ("Via", str(changed))
+            break
+    return request.with_headers(tuple(headers))
+
+
+__all__ = [
+    "BranchFailed",
+    "BranchResponse",
+    "Cancelled",
+    "IncomingAck",
+    "IncomingRequest",
+    "LocalAddress",
+    "Output",
+    "SipCore",
+    "Source",
+    "Target",
+    "Transmit",
+    "UacFailed",
+    "UacResponse",
+    "loop_hash",
+    "response_target",
+    "uri_target",
+]
