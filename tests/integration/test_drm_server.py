@@ -35,7 +35,7 @@ class DrmOverHttpsTests(TestCase):
         cfg = base / "etc" / "imsp2pd.toml"
         cfg.write_text(
             '[daemon]\nstate_dir = "../var"\n[admin]\ntoken = "adm"\n'
-            '[drm]\nlisten = "127.0.0.1:0"\nservice_token = "svc"\n'
+            '[drm]\nlisten = "127.0.0.1:0"\nservice_token = "svc-Q7xK2"\n'
         )
         known = discover_roles()
         self.config = load_config(cfg, role_schemas(known))
@@ -63,7 +63,7 @@ class DrmOverHttpsTests(TestCase):
     @inlineCallbacks
     def call(self, method, path, body=None, auth=True):
         base = yield self.url()
-        headers = {"Authorization": "Bearer svc"} if auth else {}
+        headers = {"Authorization": "Bearer svc-Q7xK2"} if auth else {}
         data = None if body is None else json.dumps(body).encode()
         response = yield self.http.request(method, base + path, data=data, headers=headers)
         content = yield response.content()
@@ -83,6 +83,24 @@ class DrmOverHttpsTests(TestCase):
 
     @inlineCallbacks
     def test_whole_flow_over_https(self):
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines: list[str] = []
+
+        def observer(event: dict) -> None:
+            lines.append(formatEvent(event) + repr(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        answer, token = yield self._flow()
+        # The access log saw the requests, and no key, token or license.
+        text = "\n".join(lines)
+        self.assertIn("POST /license", text)
+        for secret in ("ab" * 16, token.split(".")[0][:24], answer["license"][:24], "svc-Q7xK2"):
+            self.assertNotIn(secret, text)
+
+    @inlineCallbacks
+    def _flow(self):
         issuer = entitlement.Issuer(
             entitlement.load_or_create_private_key(self.var / "keys")
         )  # the lab AS key
@@ -117,6 +135,7 @@ class DrmOverHttpsTests(TestCase):
         guard = lic.LicenseGuard(entitlement.load_public_key(key_answer["ed25519"]), device)
         _, key, _ = guard.accept(answer["license"], lic.PlayerState(), reactor.seconds(), nonce)
         self.assertEqual(key, bytes.fromhex("ab" * 16))
+        return answer, token
 
     @inlineCallbacks
     def test_client_without_the_lab_ca_refuses_the_server(self):
