@@ -1,0 +1,327 @@
+"""Cx/Dx messages (3GPP TS 29.229): request builders for the CSCFs, answer readers.
+
+The I-CSCF sends UAR and LIR, the S-CSCF MAR and SAR and answers RTR and
+PPR; the HSS (:mod:`imsp2pd.ims.hss`) answers the first four and sends the
+last two. Every function here is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from imsp2pd.diameter.avp import Avp, AvpType
+from imsp2pd.diameter.codes import (
+    Application,
+    AuthSessionState,
+    AvpCode,
+    Command,
+    ReasonCode,
+    ServerAssignmentType,
+    TgppAvp,
+    UserAuthorizationType,
+    UserDataAlreadyAvailable,
+    Vendor,
+)
+from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
+from imsp2pd.diameter.message import Message, request
+
+#: SIP-Authentication-Scheme values (TS 29.229 6.3.9).
+SCHEME_DIGEST = "SIP Digest"
+SCHEME_AKA = "Digest-AKAv1-MD5"
+SCHEME_UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who sends: Origin-Host and Origin-Realm."""
+
+    host: str
+    realm: str
+
+
+class SessionIds:
+    """Session-Id values ``<host>;<high>;<low>`` (RFC 6733 8.8), unique per node run."""
+
+    def __init__(self, origin_host: str, now: float) -> None:
+        self._host = origin_host
+        self._high = int(now) & 0xFFFFFFFF
+        self._low = 0
+
+    def next(self) -> str:
+        self._low = (self._low + 1) & 0xFFFFFFFF
+        if self._low == 0:
+            self._high = (self._high + 1) & 0xFFFFFFFF
+        return f"{self._host};{self._high};{self._low}"
+
+
+def cx_application(d: Dictionary | None = None) -> Avp:
+    d = d or default_dictionary()
+    return d.group(
+        AvpCode.VENDOR_SPECIFIC_APPLICATION_ID,
+        d.make(AvpCode.VENDOR_ID, Vendor.TGPP),
+        d.make(AvpCode.AUTH_APPLICATION_ID, Application.CX),
+    )
+
+
+def _cx_request(
+    command: Command,
+    origin: Origin,
+    session_id: str,
+    dest_realm: str,
+    dest_host: str | None,
+    body: Iterable[Avp],
+    d: Dictionary,
+) -> Message:
+    avps = [
+        d.make(AvpCode.SESSION_ID, session_id),
+        cx_application(d),
+        d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED),
+        d.make(AvpCode.ORIGIN_HOST, origin.host),
+        d.make(AvpCode.ORIGIN_REALM, origin.realm),
+    ]
+    if dest_host:
+        avps.append(d.make(AvpCode.DESTINATION_HOST, dest_host))
+    avps.append(d.make(AvpCode.DESTINATION_REALM, dest_realm))
+    avps.extend(body)
+    return request(command, Application.CX, avps)
+
+
+def uar(
+    origin: Origin,
+    session_id: str,
+    dest_realm: str,
+    impi: str,
+    impu: str,
+    visited_network: str,
+    auth_type: UserAuthorizationType = UserAuthorizationType.REGISTRATION,
+    dest_host: str | None = None,
+    d: Dictionary | None = None,
+) -> Message:
+    d = d or default_dictionary()
+    body = [
+        d.make(AvpCode.USER_NAME, impi),
+        d.make(TgppAvp.PUBLIC_IDENTITY, impu),
+        d.make(TgppAvp.VISITED_NETWORK_IDENTIFIER, visited_network.encode()),
+    ]
+    if auth_type != UserAuthorizationType.REGISTRATION:
+        body.append(d.make(TgppAvp.USER_AUTHORIZATION_TYPE, int(auth_type)))
+    return _cx_request(
+        Command.USER_AUTHORIZATION, origin, session_id, dest_realm, dest_host, body, d
+    )
+
+
+def mar(
+    origin: Origin,
+    session_id: str,
+    dest_realm: str,
+    impi: str,
+    impu: str,
+    server_name: str,
+    scheme: str = SCHEME_UNKNOWN,
+    items: int = 1,
+    authorization: bytes | None = None,
+    dest_host: str | None = None,
+    d: Dictionary | None = None,
+) -> Message:
+    """MAR; ``authorization`` is RAND || AUTS when the UE asks to resynchronise."""
+    d = d or default_dictionary()
+    item = [d.make(TgppAvp.SIP_AUTHENTICATION_SCHEME, scheme)]
+    if authorization is not None:
+        item.append(d.make(TgppAvp.SIP_AUTHORIZATION, authorization))
+    body = [
+        d.make(AvpCode.USER_NAME, impi),
+        d.make(TgppAvp.PUBLIC_IDENTITY, impu),
+        d.make(TgppAvp.SIP_NUMBER_AUTH_ITEMS, items),
+        d.group(TgppAvp.SIP_AUTH_DATA_ITEM, *item),
+        d.make(TgppAvp.SERVER_NAME, server_name),
+    ]
+    return _cx_request(Command.MULTIMEDIA_AUTH, origin, session_id, dest_realm, dest_host, body, d)
+
+
+def sar(
+    origin: Origin,
+    session_id: str,
+    dest_realm: str,
+    impus: Sequence[str],
+    server_name: str,
+    assignment_type: ServerAssignmentType,
+    impi: str | None = None,
+    data_available: bool = False,
+    dest_host: str | None = None,
+    d: Dictionary | None = None,
+) -> Message:
+    d = d or default_dictionary()
+    body: list[Avp] = []
+    if impi is not None:
+        body.append(d.make(AvpCode.USER_NAME, impi))
+    body += [d.make(TgppAvp.PUBLIC_IDENTITY, i) for i in impus]
+    body += [
+        d.make(TgppAvp.SERVER_NAME, server_name),
+        d.make(TgppAvp.SERVER_ASSIGNMENT_TYPE, int(assignment_type)),
+        d.make(
+            TgppAvp.USER_DATA_ALREADY_AVAILABLE,
+            int(
+                UserDataAlreadyAvailable.USER_DATA_ALREADY_AVAILABLE
+                if data_available
+                else UserDataAlreadyAvailable.USER_DATA_NOT_AVAILABLE
+            ),
+        ),
+    ]
+    return _cx_request(
+        Command.SERVER_ASSIGNMENT, origin, session_id, dest_realm, dest_host, body, d
+    )
+
+
+def lir(
+    origin: Origin,
+    session_id: str,
+    dest_realm: str,
+    impu: str,
+    dest_host: str | None = None,
+    d: Dictionary | None = None,
+) -> Message:
+    d = d or default_dictionary()
+    body = [d.make(TgppAvp.PUBLIC_IDENTITY, impu)]
+    return _cx_request(Command.LOCATION_INFO, origin, session_id, dest_realm, dest_host, body, d)
+
+
+def rtr(
+    origin: Origin,
+    session_id: str,
+    dest_host: str,
+    dest_realm: str,
+    impi: str,
+    impus: Sequence[str] = (),
+    reason: ReasonCode = ReasonCode.PERMANENT_TERMINATION,
+    reason_info: str | None = None,
+    d: Dictionary | None = None,
+) -> Message:
+    d = d or default_dictionary()
+    why = [d.make(TgppAvp.REASON_CODE, int(reason))]
+    if reason_info:
+        why.append(d.make(TgppAvp.REASON_INFO, reason_info))
+    body = [
+        d.make(AvpCode.USER_NAME, impi),
+        *(d.make(TgppAvp.PUBLIC_IDENTITY, i) for i in impus),
+        d.group(TgppAvp.DEREGISTRATION_REASON, *why),
+    ]
+    return _cx_request(
+        Command.REGISTRATION_TERMINATION, origin, session_id, dest_realm, dest_host, body, d
+    )
+
+
+def ppr(
+    origin: Origin,
+    session_id: str,
+    dest_host: str,
+    dest_realm: str,
+    impi: str,
+    user_data: bytes,
+    d: Dictionary | None = None,
+) -> Message:
+    d = d or default_dictionary()
+    body = [d.make(AvpCode.USER_NAME, impi), d.make(TgppAvp.USER_DATA, user_data)]
+    return _cx_request(Command.PUSH_PROFILE, origin, session_id, dest_realm, dest_host, body, d)
+
+
+# Reading answers ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of a Cx answer: ``code`` and whether it came as Experimental-Result."""
+
+    code: int
+    experimental: bool
+
+    @property
+    def success(self) -> bool:
+        return 2000 <= self.code < 3000
+
+
+def outcome(msg: Message) -> Outcome:
+    code = msg.get_int(AvpCode.RESULT_CODE)
+    if code is not None:
+        return Outcome(code, False)
+    exp = msg.find(AvpCode.EXPERIMENTAL_RESULT)
+    if exp is not None and exp.type is AvpType.GROUPED:
+        value = exp.get(AvpCode.EXPERIMENTAL_RESULT_CODE)
+        if isinstance(value, int):
+            return Outcome(value, True)
+    return Outcome(0, False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthItem:
+    """One SIP-Auth-Data-Item of an MAA."""
+
+    scheme: str
+    number: int | None = None
+    authenticate: bytes | None = None
+    authorization: bytes | None = None
+    confidentiality_key: bytes | None = None
+    integrity_key: bytes | None = None
+    digest_realm: str | None = None
+    digest_algorithm: str | None = None
+    digest_qop: str | None = None
+    digest_ha1: str | None = None
+
+
+def _opt_bytes(avp: Avp, code: int) -> bytes | None:
+    value = avp.get(code)
+    return value if isinstance(value, bytes) else None
+
+
+def _opt_str(avp: Avp | None, code: int) -> str | None:
+    if avp is None:
+        return None
+    value = avp.get(code)
+    return value if isinstance(value, str) else None
+
+
+def auth_items(msg: Message) -> list[AuthItem]:
+    items = []
+    for item in msg.find_all(TgppAvp.SIP_AUTH_DATA_ITEM):
+        if item.type is not AvpType.GROUPED:
+            continue
+        digest = item.find(TgppAvp.SIP_DIGEST_AUTHENTICATE)
+        if digest is not None and digest.type is not AvpType.GROUPED:
+            digest = None
+        number = item.get(TgppAvp.SIP_ITEM_NUMBER)
+        items.append(
+            AuthItem(
+                scheme=_opt_str(item, TgppAvp.SIP_AUTHENTICATION_SCHEME) or "",
+                number=number if isinstance(number, int) else None,
+                authenticate=_opt_bytes(item, TgppAvp.SIP_AUTHENTICATE),
+                authorization=_opt_bytes(item, TgppAvp.SIP_AUTHORIZATION),
+                confidentiality_key=_opt_bytes(item, TgppAvp.CONFIDENTIALITY_KEY),
+                integrity_key=_opt_bytes(item, TgppAvp.INTEGRITY_KEY),
+                digest_realm=_opt_str(digest, AvpCode.DIGEST_REALM),
+                digest_algorithm=_opt_str(digest, AvpCode.DIGEST_ALGORITHM),
+                digest_qop=_opt_str(digest, AvpCode.DIGEST_QOP),
+                digest_ha1=_opt_str(digest, AvpCode.DIGEST_HA1),
+            )
+        )
+    return items
+
+
+def server_name(msg: Message) -> str | None:
+    return msg.get_str(TgppAvp.SERVER_NAME)
+
+
+def server_capabilities(msg: Message) -> list[str]:
+    """The Server-Name values inside Server-Capabilities (the S-CSCFs to choose from)."""
+    caps = msg.find(TgppAvp.SERVER_CAPABILITIES)
+    if caps is None or caps.type is not AvpType.GROUPED:
+        return []
+    return [a.value for a in caps.find_all(TgppAvp.SERVER_NAME) if isinstance(a.value, str)]
+
+
+def user_data(msg: Message) -> bytes | None:
+    value = msg.get(TgppAvp.USER_DATA)
+    return value if isinstance(value, bytes) else None
+
+
+def public_identities(msg: Message) -> list[str]:
+    return [a.value for a in msg.find_all(TgppAvp.PUBLIC_IDENTITY) if isinstance(a.value, str)]

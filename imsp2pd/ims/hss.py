@@ -1,0 +1,585 @@
+"""The HSS: subscribers, identities, credentials, profiles, PSIs and S-CSCF assignment over Cx.
+
+Store collections (migration ``hss-0001-subscribers``):
+
+* ``hss_subscribers`` keyed by IMPI: ``{"impi", "ha1" (hex MD5 of
+  IMPI:realm:password, never the password), "aka": {"k", "opc", "amf" (hex),
+  "sqn" (int)} | None, "ifcs": [iFC documents, see imsp2pd.ims.profile]}``
+* ``hss_identities`` keyed by IMPU or PSI: ``{"impu", "impi", "kind"
+  ("user" | "psi"), "barred", "irs" (implicit registration set id), "state"
+  ("not_registered" | "registered" | "unregistered"), "scscf" (SIP URI),
+  "scscf_host" (its Diameter identity), "as" (for a PSI: the AS that hosts
+  it)}``, indexed by ``impi`` and ``irs``.
+
+:meth:`Hss.process` answers one Cx request inside one store transaction
+(``txn``), so a state change or an SQN step is durable before the answer
+leaves; :meth:`Hss.handle` is the :class:`~imsp2pd.diameter.node.DiameterNode`
+handler that runs it off the reactor thread. Results follow TS 29.228/29.229:
+plain success as Result-Code 2001, the Cx-specific outcomes in
+Experimental-Result with Vendor-Id 10415.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from imsp2pd.diameter import cx
+from imsp2pd.diameter.avp import Avp
+from imsp2pd.diameter.codes import (
+    AuthSessionState,
+    AvpCode,
+    Command,
+    CxResult,
+    ResultCode,
+    ServerAssignmentType,
+    TgppAvp,
+    UserAuthorizationType,
+    Vendor,
+)
+from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
+from imsp2pd.diameter.message import Message, answer
+from imsp2pd.diameter.peer import PeerInfo
+from imsp2pd.ims import milenage
+from imsp2pd.ims.profile import (
+    ApplicationServer,
+    IMSSubscription,
+    InitialFilterCriteria,
+    ProfileError,
+    PublicIdentity,
+    ServiceProfile,
+    SessionCase,
+    Spt,
+    TriggerPoint,
+    ifc_from_dict,
+    ifc_to_dict,
+    to_xml,
+)
+from imsp2pd.store import Collection, Migration, Store
+
+SUBSCRIBERS = "hss_subscribers"
+IDENTITIES = "hss_identities"
+MIGRATIONS = (
+    Migration(
+        "hss-0001-subscribers",
+        (Collection(SUBSCRIBERS), Collection(IDENTITIES, ("impi", "irs"))),
+    ),
+)
+
+NOT_REGISTERED = "not_registered"
+REGISTERED = "registered"
+UNREGISTERED = "unregistered"
+
+_DEREGISTRATIONS = {
+    ServerAssignmentType.TIMEOUT_DEREGISTRATION: False,
+    ServerAssignmentType.USER_DEREGISTRATION: False,
+    ServerAssignmentType.ADMINISTRATIVE_DEREGISTRATION: False,
+    ServerAssignmentType.DEREGISTRATION_TOO_MUCH_DATA: False,
+    ServerAssignmentType.TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME: True,
+    ServerAssignmentType.USER_DEREGISTRATION_STORE_SERVER_NAME: True,
+}
+
+
+class ProvisioningError(ValueError):
+    """A subscriber, identity or PSI document that cannot be stored, as one line."""
+
+
+def digest_ha1(impi: str, realm: str, password: str) -> str:
+    """RFC 2617 HA1 = MD5(username:realm:password), hex."""
+    return hashlib.md5(f"{impi}:{realm}:{password}".encode()).hexdigest()
+
+
+def content_ifcs(psi: str, application_server: str) -> list[InitialFilterCriteria]:
+    """The lab iFCs (DESIGN.md section 2): MESSAGE/PUBLISH/SUBSCRIBE to the PSI, and REGISTER.
+
+    Priority 0, CNF: (Method MESSAGE or PUBLISH or SUBSCRIBE) and Request-URI =
+    the PSI and SessionCase originating, to the AS. Priority 1: REGISTER to the
+    AS (third-party registration).
+    """
+    methods = tuple(Spt(group=(0,), method=m) for m in ("MESSAGE", "PUBLISH", "SUBSCRIBE"))
+    content = InitialFilterCriteria(
+        priority=0,
+        application_server=ApplicationServer(application_server),
+        trigger=TriggerPoint(
+            cnf=True,
+            spts=methods
+            + (
+                Spt(group=(1,), request_uri=psi),
+                Spt(group=(2,), session_case=SessionCase.ORIGINATING),
+            ),
+        ),
+    )
+    register = InitialFilterCriteria(
+        priority=1,
+        application_server=ApplicationServer(application_server),
+        trigger=TriggerPoint(cnf=True, spts=(Spt(group=(0,), method="REGISTER"),)),
+    )
+    return [content, register]
+
+
+@dataclass(frozen=True, slots=True)
+class HssConfig:
+    origin_host: str = "hss.ims.example.org"
+    realm: str = "ims.example.org"
+    #: S-CSCFs the I-CSCF may choose from (Server-Capabilities of a first registration).
+    scscf_names: tuple[str, ...] = ("sip:scscf.ims.example.org:6060",)
+    max_auth_items: int = 5
+    default_amf: str = "8000"
+
+
+class Hss:
+    def __init__(
+        self,
+        config: HssConfig,
+        store: Store | None = None,
+        *,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        dictionary: Dictionary | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.random_bytes = random_bytes
+        self.d = dictionary or default_dictionary()
+
+    # Diameter entry points --------------------------------------------------------
+
+    def handle(self, req: Message, peer: PeerInfo) -> Deferred[Message]:
+        """The node's handler: one transaction per request."""
+        if self.store is None:
+            raise RuntimeError("Hss.handle needs a store")
+        return self.store.transact(lambda txn: self.process(txn, req))
+
+    def process(self, txn: Any, req: Message) -> Message:
+        handler = {
+            Command.USER_AUTHORIZATION: self.uar,
+            Command.MULTIMEDIA_AUTH: self.mar,
+            Command.SERVER_ASSIGNMENT: self.sar,
+            Command.LOCATION_INFO: self.lir,
+        }.get(req.code)  # type: ignore[call-overload]
+        if handler is None:
+            return self._answer(req, ResultCode.COMMAND_UNSUPPORTED)
+        result: Message = handler(txn, req)
+        return result
+
+    # Answers ----------------------------------------------------------------------
+
+    def _answer(
+        self,
+        req: Message,
+        result: int | None = ResultCode.SUCCESS,
+        avps: Iterable[Avp] = (),
+        experimental: int | None = None,
+        error_message: str | None = None,
+    ) -> Message:
+        d = self.d
+        head = [
+            cx.cx_application(d),
+            d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED),
+        ]
+        return answer(
+            req,
+            self.config.origin_host,
+            self.config.realm,
+            result,
+            [*head, *avps],
+            experimental=(Vendor.TGPP, experimental) if experimental is not None else None,
+            error_message=error_message,
+            dictionary=d,
+        )
+
+    def _exp(
+        self, req: Message, code: CxResult, avps: Iterable[Avp] = (), why: str | None = None
+    ) -> Message:
+        return self._answer(req, None, avps, experimental=code, error_message=why)
+
+    # Lookups ----------------------------------------------------------------------
+
+    def _identity(self, txn: Any, impu: str | None) -> dict[str, Any] | None:
+        if not impu:
+            return None
+        doc: dict[str, Any] | None = txn.get(IDENTITIES, impu)
+        return doc
+
+    def _user_pair(self, txn: Any, req: Message) -> tuple[dict[str, Any], dict[str, Any]] | Message:
+        """(subscriber, identity) for User-Name + Public-Identity, or the error answer."""
+        impi = req.get_str(AvpCode.USER_NAME)
+        impu = req.get_str(TgppAvp.PUBLIC_IDENTITY)
+        sub = txn.get(SUBSCRIBERS, impi) if impi else None
+        ident = self._identity(txn, impu)
+        if sub is None or ident is None or ident.get("kind") == "psi":
+            return self._exp(req, CxResult.ERROR_USER_UNKNOWN, why="unknown user")
+        if ident.get("impi") != impi:
+            return self._exp(req, CxResult.ERROR_IDENTITIES_DONT_MATCH, why="IMPU not of this IMPI")
+        return sub, ident
+
+    def _set_members(self, txn: Any, ident: dict[str, Any]) -> list[dict[str, Any]]:
+        """The implicit registration set of an identity (itself included)."""
+        irs = ident.get("irs")
+        if not irs:
+            return [ident]
+        return [doc for _, doc in txn.find(IDENTITIES, irs=irs)]
+
+    def _update_set(self, txn: Any, ident: dict[str, Any], **changes: Any) -> None:
+        for member in self._set_members(txn, ident):
+            member.update(changes)
+            txn.put(IDENTITIES, member["impu"], member)
+
+    # UAR --------------------------------------------------------------------------
+
+    def uar(self, txn: Any, req: Message) -> Message:
+        pair = self._user_pair(txn, req)
+        if isinstance(pair, Message):
+            return pair
+        _, ident = pair
+        if ident.get("barred"):
+            return self._answer(
+                req, ResultCode.AUTHORIZATION_REJECTED, error_message="identity is barred"
+            )
+        auth_type = req.get_int(TgppAvp.USER_AUTHORIZATION_TYPE) or 0
+        state, scscf = ident.get("state", NOT_REGISTERED), ident.get("scscf")
+        name = [self.d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else []
+        if auth_type == UserAuthorizationType.DE_REGISTRATION:
+            if state == NOT_REGISTERED and not scscf:
+                return self._exp(req, CxResult.ERROR_IDENTITY_NOT_REGISTERED)
+            return self._answer(req, ResultCode.SUCCESS, name)
+        if scscf:
+            return self._exp(req, CxResult.SUBSEQUENT_REGISTRATION, name)
+        return self._exp(req, CxResult.FIRST_REGISTRATION, [self._capabilities()])
+
+    def _capabilities(self) -> Avp:
+        return self.d.group(
+            TgppAvp.SERVER_CAPABILITIES,
+            *(self.d.make(TgppAvp.SERVER_NAME, n) for n in self.config.scscf_names),
+        )
+
+    # MAR --------------------------------------------------------------------------
+
+    def mar(self, txn: Any, req: Message) -> Message:
+        pair = self._user_pair(txn, req)
+        if isinstance(pair, Message):
+            return pair
+        sub, ident = pair
+        items = cx.auth_items(req)
+        scheme = items[0].scheme if items else cx.SCHEME_UNKNOWN
+        if scheme == cx.SCHEME_UNKNOWN:
+            scheme = cx.SCHEME_AKA if sub.get("aka") else cx.SCHEME_DIGEST
+        server = req.get_str(TgppAvp.SERVER_NAME)
+        if server and ident.get("state", NOT_REGISTERED) == NOT_REGISTERED:
+            # TS 29.228 6.3: the HSS keeps the S-CSCF that authenticates an unregistered user.
+            self._update_set(txn, ident, scscf=server, scscf_host=req.origin_host)
+        if scheme == cx.SCHEME_DIGEST and sub.get("ha1"):
+            return self._digest_answer(req, sub)
+        if scheme == cx.SCHEME_AKA and sub.get("aka"):
+            authorization = items[0].authorization if items else None
+            return self._aka_answer(txn, req, sub, authorization)
+        return self._exp(
+            req,
+            CxResult.ERROR_AUTH_SCHEME_NOT_SUPPORTED,
+            why=f"no {scheme} credentials for this user",
+        )
+
+    def _mar_head(self, req: Message, sub: dict[str, Any], count: int) -> list[Avp]:
+        d = self.d
+        return [
+            d.make(AvpCode.USER_NAME, sub["impi"]),
+            d.make(TgppAvp.PUBLIC_IDENTITY, req.get_str(TgppAvp.PUBLIC_IDENTITY) or ""),
+            d.make(TgppAvp.SIP_NUMBER_AUTH_ITEMS, count),
+        ]
+
+    def _digest_answer(self, req: Message, sub: dict[str, Any]) -> Message:
+        d = self.d
+        item = d.group(
+            TgppAvp.SIP_AUTH_DATA_ITEM,
+            d.make(TgppAvp.SIP_ITEM_NUMBER, 1),
+            d.make(TgppAvp.SIP_AUTHENTICATION_SCHEME, cx.SCHEME_DIGEST),
+            d.group(
+                TgppAvp.SIP_DIGEST_AUTHENTICATE,
+                d.make(AvpCode.DIGEST_REALM, self.config.realm),
+                d.make(AvpCode.DIGEST_ALGORITHM, "MD5"),
+                d.make(AvpCode.DIGEST_QOP, "auth"),
+                d.make(AvpCode.DIGEST_HA1, sub["ha1"]),
+            ),
+        )
+        return self._answer(req, ResultCode.SUCCESS, [*self._mar_head(req, sub, 1), item])
+
+    def _aka_answer(
+        self, txn: Any, req: Message, sub: dict[str, Any], authorization: bytes | None
+    ) -> Message:
+        d = self.d
+        aka = dict(sub["aka"])
+        k, opc, amf = bytes.fromhex(aka["k"]), bytes.fromhex(aka["opc"]), bytes.fromhex(aka["amf"])
+        sqn = int(aka.get("sqn", 0))
+        if authorization is not None:
+            if len(authorization) != 30:
+                return self._answer(
+                    req,
+                    ResultCode.INVALID_AVP_VALUE,
+                    error_message="SIP-Authorization must be RAND (16) || AUTS (14)",
+                )
+            try:
+                sqn = milenage.resynchronise(k, opc, authorization[:16], authorization[16:]) + 1
+            except milenage.MilenageError as exc:
+                return self._answer(req, ResultCode.AUTHENTICATION_REJECTED, error_message=str(exc))
+        wanted = req.get_int(TgppAvp.SIP_NUMBER_AUTH_ITEMS) or 1
+        count = max(1, min(wanted, self.config.max_auth_items))
+        items = []
+        for i in range(count):
+            sqn = (sqn + 1) % (milenage.SQN_MAX + 1)
+            v = milenage.generate_vector(k, opc, sqn, amf, self.random_bytes(16))
+            items.append(
+                d.group(
+                    TgppAvp.SIP_AUTH_DATA_ITEM,
+                    d.make(TgppAvp.SIP_ITEM_NUMBER, i + 1),
+                    d.make(TgppAvp.SIP_AUTHENTICATION_SCHEME, cx.SCHEME_AKA),
+                    d.make(TgppAvp.SIP_AUTHENTICATE, v.sip_authenticate),
+                    d.make(TgppAvp.SIP_AUTHORIZATION, v.xres),
+                    d.make(TgppAvp.CONFIDENTIALITY_KEY, v.ck),
+                    d.make(TgppAvp.INTEGRITY_KEY, v.ik),
+                )
+            )
+        aka["sqn"] = sqn
+        sub = {**sub, "aka": aka}
+        txn.put(SUBSCRIBERS, sub["impi"], sub)  # the SQN step is durable before the MAA
+        return self._answer(req, ResultCode.SUCCESS, [*self._mar_head(req, sub, count), *items])
+
+    # SAR --------------------------------------------------------------------------
+
+    def sar(self, txn: Any, req: Message) -> Message:
+        impus = cx.public_identities(req)
+        impi = req.get_str(AvpCode.USER_NAME)
+        idents = [self._identity(txn, i) for i in impus]
+        if not impus or any(i is None or i.get("kind") == "psi" for i in idents):
+            return self._exp(req, CxResult.ERROR_USER_UNKNOWN, why="unknown public identity")
+        first = idents[0]
+        assert first is not None
+        if impi is not None and any(i is not None and i.get("impi") != impi for i in idents):
+            return self._exp(req, CxResult.ERROR_IDENTITIES_DONT_MATCH)
+        owner = first["impi"]
+        sub = txn.get(SUBSCRIBERS, owner)
+        if sub is None:
+            return self._exp(req, CxResult.ERROR_USER_UNKNOWN)
+        kind = req.get_int(TgppAvp.SERVER_ASSIGNMENT_TYPE)
+        server = req.get_str(TgppAvp.SERVER_NAME)
+        host = req.origin_host
+        want_data = req.get_int(TgppAvp.USER_DATA_ALREADY_AVAILABLE) != 1
+        if kind in (ServerAssignmentType.REGISTRATION, ServerAssignmentType.RE_REGISTRATION):
+            self._update_set(txn, first, state=REGISTERED, scscf=server, scscf_host=host)
+        elif kind == ServerAssignmentType.UNREGISTERED_USER:
+            if first.get("state") != REGISTERED:
+                self._update_set(txn, first, state=UNREGISTERED, scscf=server, scscf_host=host)
+        elif kind in _DEREGISTRATIONS:
+            keep = _DEREGISTRATIONS[ServerAssignmentType(kind)]
+            changes: dict[str, Any] = {"state": NOT_REGISTERED}
+            if not keep:
+                changes.update(scscf=None, scscf_host=None)
+            self._update_set(txn, first, **changes)
+            want_data = keep and want_data
+        elif kind in (
+            ServerAssignmentType.AUTHENTICATION_FAILURE,
+            ServerAssignmentType.AUTHENTICATION_TIMEOUT,
+        ):
+            if first.get("state", NOT_REGISTERED) == NOT_REGISTERED:
+                self._update_set(txn, first, scscf=None, scscf_host=None)
+            want_data = False
+        elif kind == ServerAssignmentType.NO_ASSIGNMENT:
+            if first.get("scscf") and server and first.get("scscf") != server:
+                return self._answer(
+                    req, ResultCode.UNABLE_TO_COMPLY, error_message="another S-CSCF serves the user"
+                )
+        else:
+            return self._exp(req, CxResult.ERROR_IN_ASSIGNMENT_TYPE)
+        avps = [self.d.make(AvpCode.USER_NAME, owner)]
+        if want_data:
+            avps.append(self.d.make(TgppAvp.USER_DATA, self.user_data(txn, sub)))
+        return self._answer(req, ResultCode.SUCCESS, avps)
+
+    def user_data(self, txn: Any, sub: dict[str, Any]) -> bytes:
+        """The CxDataType XML of a subscriber: one ServiceProfile with all its IMPUs."""
+        idents = sorted(
+            (doc for _, doc in txn.find(IDENTITIES, impi=sub["impi"])), key=lambda d: d["impu"]
+        )
+        profile = ServiceProfile(
+            tuple(PublicIdentity(i["impu"], bool(i.get("barred"))) for i in idents),
+            tuple(ifc_from_dict(f) for f in sub.get("ifcs", [])),
+        )
+        return to_xml(IMSSubscription(sub["impi"], (profile,)))
+
+    # LIR --------------------------------------------------------------------------
+
+    def lir(self, txn: Any, req: Message) -> Message:
+        ident = self._identity(txn, req.get_str(TgppAvp.PUBLIC_IDENTITY))
+        if ident is None:
+            return self._exp(req, CxResult.ERROR_USER_UNKNOWN, why="unknown public identity")
+        d = self.d
+        if ident.get("kind") == "psi":
+            return self._answer(req, ResultCode.SUCCESS, [d.make(TgppAvp.SERVER_NAME, ident["as"])])
+        scscf = ident.get("scscf")
+        if scscf and ident.get("state") in (REGISTERED, UNREGISTERED):
+            return self._answer(req, ResultCode.SUCCESS, [d.make(TgppAvp.SERVER_NAME, scscf)])
+        sub = txn.get(SUBSCRIBERS, ident.get("impi") or "")
+        if sub is not None and _has_unregistered_services(sub):
+            avps = [d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else [self._capabilities()]
+            return self._exp(req, CxResult.UNREGISTERED_SERVICE, avps)
+        return self._exp(req, CxResult.ERROR_IDENTITY_NOT_REGISTERED)
+
+    # Provisioning (used by the role's loader and admin API) -------------------------
+
+    def put_subscriber(
+        self,
+        txn: Any,
+        impi: str,
+        impus: Sequence[str],
+        *,
+        password: str | None = None,
+        ha1: str | None = None,
+        aka: Mapping[str, Any] | None = None,
+        ifcs: Sequence[Mapping[str, Any]] = (),
+        barred: Sequence[str] = (),
+        replace_credentials: bool = True,
+    ) -> dict[str, Any]:
+        """Create or change a subscriber and its IMPUs (one implicit registration set).
+
+        Registration state and S-CSCF of IMPUs that already exist are kept,
+        and so is the SQN of existing AKA credentials, so loading the same
+        provisioning file at every start changes nothing.
+        """
+        if not impi or "@" not in impi:
+            raise ProvisioningError(f"IMPI {impi!r} must look like user@realm")
+        if not impus:
+            raise ProvisioningError(f"subscriber {impi} needs at least one IMPU")
+        for impu in impus:
+            if not impu.startswith(("sip:", "sips:", "tel:")):
+                raise ProvisioningError(f"IMPU {impu!r} must be a sip:, sips: or tel: URI")
+        try:
+            for f in ifcs:
+                ifc_from_dict(dict(f))
+        except ProfileError as exc:
+            raise ProvisioningError(f"subscriber {impi}: {exc}") from None
+        old = txn.get(SUBSCRIBERS, impi) or {}
+        doc: dict[str, Any] = {"impi": impi, "ha1": old.get("ha1"), "aka": old.get("aka")}
+        if replace_credentials or not old:
+            if password is not None:
+                doc["ha1"] = digest_ha1(impi, self.config.realm, password)
+            elif ha1 is not None:
+                if len(ha1) != 32 or any(c not in "0123456789abcdef" for c in ha1.lower()):
+                    raise ProvisioningError(f"subscriber {impi}: ha1 must be 32 hex digits")
+                doc["ha1"] = ha1.lower()
+            if aka is not None:
+                doc["aka"] = self._aka_doc(impi, aka, old.get("aka"))
+        doc["ifcs"] = [dict(f) for f in ifcs]
+        txn.put(SUBSCRIBERS, impi, doc)
+        current = {k for k, _ in txn.find(IDENTITIES, impi=impi)}
+        for impu in impus:
+            other = txn.get(IDENTITIES, impu)
+            if other is not None and other.get("impi") != impi:
+                raise ProvisioningError(f"{impu} already belongs to {other.get('impi') or 'a PSI'}")
+            ident = other or {
+                "impu": impu,
+                "state": NOT_REGISTERED,
+                "scscf": None,
+                "scscf_host": None,
+            }
+            ident.update(impi=impi, kind="user", irs=impi, barred=impu in barred)
+            txn.put(IDENTITIES, impu, ident)
+        for gone in current - set(impus):
+            txn.delete(IDENTITIES, gone)
+        return doc
+
+    def _aka_doc(
+        self, impi: str, aka: Mapping[str, Any], old: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        try:
+            k = bytes.fromhex(str(aka["k"]))
+            if "opc" in aka:
+                opc = bytes.fromhex(str(aka["opc"]))
+            else:
+                opc = milenage.compute_opc(k, bytes.fromhex(str(aka["op"])))
+            amf = bytes.fromhex(str(aka.get("amf", self.config.default_amf)))
+            milenage.Milenage(k, opc)
+            if len(amf) != 2:
+                raise ValueError("amf must be 2 bytes")
+        except (KeyError, ValueError) as exc:
+            raise ProvisioningError(f"subscriber {impi}: bad AKA credentials ({exc})") from None
+        sqn = int(aka.get("sqn", (old or {}).get("sqn", 0)))
+        return {"k": k.hex(), "opc": opc.hex(), "amf": amf.hex(), "sqn": sqn}
+
+    def delete_subscriber(self, txn: Any, impi: str) -> bool:
+        if not txn.delete(SUBSCRIBERS, impi):
+            return False
+        for key, _ in txn.find(IDENTITIES, impi=impi):
+            txn.delete(IDENTITIES, key)
+        return True
+
+    def put_psi(self, txn: Any, psi: str, application_server: str) -> dict[str, Any]:
+        if not psi.startswith(("sip:", "sips:", "tel:")):
+            raise ProvisioningError(f"PSI {psi!r} must be a sip:, sips: or tel: URI")
+        if not application_server.startswith(("sip:", "sips:")):
+            raise ProvisioningError(f"PSI {psi}: application server must be a SIP URI")
+        other = txn.get(IDENTITIES, psi)
+        if other is not None and other.get("kind") != "psi":
+            raise ProvisioningError(f"{psi} is already a user identity of {other.get('impi')}")
+        doc = {"impu": psi, "impi": None, "kind": "psi", "as": application_server, "irs": None}
+        txn.put(IDENTITIES, psi, doc)
+        return doc
+
+    def get_subscriber(self, txn: Any, impi: str) -> dict[str, Any] | None:
+        """The subscriber as the admin API shows it (no credentials)."""
+        sub = txn.get(SUBSCRIBERS, impi)
+        if sub is None:
+            return None
+        idents = [doc for _, doc in txn.find(IDENTITIES, impi=impi)]
+        return {
+            "impi": impi,
+            "digest": bool(sub.get("ha1")),
+            "aka": bool(sub.get("aka")),
+            "ifcs": sub.get("ifcs", []),
+            "impus": [
+                {
+                    "impu": i["impu"],
+                    "barred": bool(i.get("barred")),
+                    "state": i.get("state", NOT_REGISTERED),
+                    "scscf": i.get("scscf"),
+                }
+                for i in sorted(idents, key=lambda i: i["impu"])
+            ],
+        }
+
+    def deregister(self, txn: Any, impi: str) -> tuple[str | None, list[str]]:
+        """Administrative deregistration: (S-CSCF Diameter host to send RTR to, IMPUs)."""
+        idents = [doc for _, doc in txn.find(IDENTITIES, impi=impi)]
+        host = next((i.get("scscf_host") for i in idents if i.get("scscf_host")), None)
+        registered = [i["impu"] for i in idents if i.get("state") in (REGISTERED, UNREGISTERED)]
+        for i in idents:
+            i.update(state=NOT_REGISTERED, scscf=None, scscf_host=None)
+            txn.put(IDENTITIES, i["impu"], i)
+        return host, registered
+
+
+def _has_unregistered_services(sub: Mapping[str, Any]) -> bool:
+    """True if an iFC triggers on a terminating-unregistered session case."""
+    for doc in sub.get("ifcs", []):
+        trigger = doc.get("trigger") or {}
+        for spt in trigger.get("spts", []):
+            if spt.get("session_case") == SessionCase.TERMINATING_UNREGISTERED:
+                return True
+    return False
+
+
+def ifc_documents(ifcs: Iterable[InitialFilterCriteria]) -> list[dict[str, Any]]:
+    return [ifc_to_dict(i) for i in ifcs]
+
+
+__all__ = [
+    "MIGRATIONS",
+    "Hss",
+    "HssConfig",
+    "ProvisioningError",
+    "content_ifcs",
+    "digest_ha1",
+    "ifc_documents",
+]

@@ -1,0 +1,367 @@
+"""The IMS subscription profile: CxDataType User-Data XML (3GPP TS 29.228 annex E).
+
+Frozen dataclasses for IMSSubscription / ServiceProfile / PublicIdentity /
+InitialFilterCriteria {Priority, TriggerPoint {ConditionTypeCNF, SPT
+{ConditionNegated, Group, Method | RequestURI | SIPHeader | SessionCase |
+SessionDescription}}, ApplicationServer {ServerName, DefaultHandling,
+ServiceInfo}}, with :func:`to_xml`/:func:`from_xml` for the Cx User-Data AVP
+and :func:`to_dict`/:func:`from_dict` for JSON (the store, the admin API).
+
+The S-CSCF evaluates the iFC (imsp2pd.ims.ifc); this module only models and
+(de)serialises them. Parsing refuses DOCTYPEs and anything malformed with a
+:class:`ProfileError`.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+
+class ProfileError(ValueError):
+    """User-Data or a profile document that is not valid."""
+
+
+class SessionCase(IntEnum):
+    ORIGINATING = 0
+    TERMINATING_REGISTERED = 1
+    TERMINATING_UNREGISTERED = 2
+    ORIGINATING_UNREGISTERED = 3
+    ORIGINATING_CDIV = 4
+
+
+class DefaultHandling(IntEnum):
+    SESSION_CONTINUED = 0
+    SESSION_TERMINATED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Spt:
+    """A Service Point Trigger: exactly one of the conditions is set."""
+
+    group: tuple[int, ...] = (0,)
+    negated: bool = False
+    method: str | None = None
+    request_uri: str | None = None
+    header: str | None = None
+    header_content: str | None = None
+    session_case: SessionCase | None = None
+    sdp_line: str | None = None
+    sdp_content: str | None = None
+    registration_types: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        chosen = [
+            self.method is not None,
+            self.request_uri is not None,
+            self.header is not None,
+            self.session_case is not None,
+            self.sdp_line is not None,
+        ]
+        if sum(chosen) != 1:
+            raise ProfileError("an SPT needs exactly one condition")
+        if not self.group:
+            raise ProfileError("an SPT needs at least one Group")
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPoint:
+    #: True: conjunctive normal form (AND of groups, OR inside); False: disjunctive.
+    cnf: bool
+    spts: tuple[Spt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationServer:
+    server_name: str
+    default_handling: DefaultHandling = DefaultHandling.SESSION_CONTINUED
+    service_info: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InitialFilterCriteria:
+    priority: int
+    application_server: ApplicationServer
+    trigger: TriggerPoint | None = None
+    profile_part: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublicIdentity:
+    identity: str
+    barred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProfile:
+    public_identities: tuple[PublicIdentity, ...]
+    ifcs: tuple[InitialFilterCriteria, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IMSSubscription:
+    private_id: str
+    profiles: tuple[ServiceProfile, ...]
+
+
+# XML ------------------------------------------------------------------------------
+
+
+def _text(parent: ET.Element, tag: str, value: object) -> None:
+    ET.SubElement(parent, tag).text = str(value)
+
+
+def _spt_xml(parent: ET.Element, spt: Spt) -> None:
+    e = ET.SubElement(parent, "SPT")
+    _text(e, "ConditionNegated", int(spt.negated))
+    for g in spt.group:
+        _text(e, "Group", g)
+    if spt.request_uri is not None:
+        _text(e, "RequestURI", spt.request_uri)
+    elif spt.method is not None:
+        _text(e, "Method", spt.method)
+    elif spt.header is not None:
+        h = ET.SubElement(e, "SIPHeader")
+        _text(h, "Header", spt.header)
+        if spt.header_content is not None:
+            _text(h, "Content", spt.header_content)
+    elif spt.session_case is not None:
+        _text(e, "SessionCase", int(spt.session_case))
+    elif spt.sdp_line is not None:
+        s = ET.SubElement(e, "SessionDescription")
+        _text(s, "Line", spt.sdp_line)
+        if spt.sdp_content is not None:
+            _text(s, "Content", spt.sdp_content)
+    for r in spt.registration_types:
+        _text(e, "RegistrationType", r)
+
+
+def to_xml(sub: IMSSubscription) -> bytes:
+    root = ET.Element("IMSSubscription")
+    _text(root, "PrivateID", sub.private_id)
+    for profile in sub.profiles:
+        sp = ET.SubElement(root, "ServiceProfile")
+        for pub in profile.public_identities:
+            p = ET.SubElement(sp, "PublicIdentity")
+            if pub.barred:
+                _text(p, "BarringIndication", 1)
+            _text(p, "Identity", pub.identity)
+        for ifc in profile.ifcs:
+            f = ET.SubElement(sp, "InitialFilterCriteria")
+            _text(f, "Priority", ifc.priority)
+            if ifc.trigger is not None:
+                tp = ET.SubElement(f, "TriggerPoint")
+                _text(tp, "ConditionTypeCNF", int(ifc.trigger.cnf))
+                for spt in ifc.trigger.spts:
+                    _spt_xml(tp, spt)
+            a = ET.SubElement(f, "ApplicationServer")
+            _text(a, "ServerName", ifc.application_server.server_name)
+            _text(a, "DefaultHandling", int(ifc.application_server.default_handling))
+            if ifc.application_server.service_info is not None:
+                _text(a, "ServiceInfo", ifc.application_server.service_info)
+            if ifc.profile_part is not None:
+                _text(f, "ProfilePartIndicator", ifc.profile_part)
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(
+        root, encoding="utf-8", xml_declaration=False
+    )
+
+
+def _child_text(e: ET.Element, tag: str, required: bool = True) -> str | None:
+    c = e.find(tag)
+    if c is None:
+        if required:
+            raise ProfileError(f"<{e.tag}> lacks <{tag}>")
+        return None
+    return (c.text or "").strip()
+
+
+def _int(text: str | None, what: str) -> int:
+    try:
+        return int(text or "")
+    except ValueError:
+        raise ProfileError(f"{what} is not an integer: {text!r}") from None
+
+
+def _bool(text: str | None, what: str) -> bool:
+    if text in ("0", "false"):
+        return False
+    if text in ("1", "true"):
+        return True
+    raise ProfileError(f"{what} must be 0 or 1, not {text!r}")
+
+
+def _spt_from(e: ET.Element) -> Spt:
+    negated = _child_text(e, "ConditionNegated", False)
+    groups = tuple(_int(g.text, "Group") for g in e.findall("Group"))
+    kw: dict[str, Any] = {}
+    if (v := _child_text(e, "RequestURI", False)) is not None:
+        kw["request_uri"] = v
+    if (v := _child_text(e, "Method", False)) is not None:
+        kw["method"] = v
+    if (h := e.find("SIPHeader")) is not None:
+        kw["header"] = _child_text(h, "Header")
+        kw["header_content"] = _child_text(h, "Content", False)
+    if (v := _child_text(e, "SessionCase", False)) is not None:
+        try:
+            kw["session_case"] = SessionCase(_int(v, "SessionCase"))
+        except ValueError:
+            raise ProfileError(f"unknown SessionCase {v}") from None
+    if (s := e.find("SessionDescription")) is not None:
+        kw["sdp_line"] = _child_text(s, "Line")
+        kw["sdp_content"] = _child_text(s, "Content", False)
+    regs = tuple(_int(r.text, "RegistrationType") for r in e.findall("RegistrationType"))
+    return Spt(
+        group=groups,
+        negated=_bool(negated, "ConditionNegated") if negated is not None else False,
+        registration_types=regs,
+        **kw,
+    )
+
+
+def from_xml(data: bytes) -> IMSSubscription:
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ProfileError("User-Data must not carry a DOCTYPE or entities")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise ProfileError(f"User-Data is not well-formed XML: {exc}") from None
+    if root.tag != "IMSSubscription":
+        raise ProfileError(f"root element is <{root.tag}>, not <IMSSubscription>")
+    private_id = _child_text(root, "PrivateID") or ""
+    profiles = []
+    for sp in root.findall("ServiceProfile"):
+        pubs = []
+        for p in sp.findall("PublicIdentity"):
+            barred = _child_text(p, "BarringIndication", False)
+            pubs.append(
+                PublicIdentity(
+                    _child_text(p, "Identity") or "",
+                    _bool(barred, "BarringIndication") if barred is not None else False,
+                )
+            )
+        if not pubs:
+            raise ProfileError("a ServiceProfile needs a PublicIdentity")
+        ifcs = []
+        for f in sp.findall("InitialFilterCriteria"):
+            tp = f.find("TriggerPoint")
+            trigger = None
+            if tp is not None:
+                trigger = TriggerPoint(
+                    _bool(_child_text(tp, "ConditionTypeCNF"), "ConditionTypeCNF"),
+                    tuple(_spt_from(s) for s in tp.findall("SPT")),
+                )
+            a = f.find("ApplicationServer")
+            if a is None:
+                raise ProfileError("an InitialFilterCriteria needs an ApplicationServer")
+            handling = _child_text(a, "DefaultHandling", False)
+            try:
+                default = DefaultHandling(_int(handling, "DefaultHandling") if handling else 0)
+            except ValueError:
+                raise ProfileError(f"unknown DefaultHandling {handling}") from None
+            part = _child_text(f, "ProfilePartIndicator", False)
+            ifcs.append(
+                InitialFilterCriteria(
+                    priority=_int(_child_text(f, "Priority"), "Priority"),
+                    application_server=ApplicationServer(
+                        _child_text(a, "ServerName") or "",
+                        default,
+                        _child_text(a, "ServiceInfo", False),
+                    ),
+                    trigger=trigger,
+                    profile_part=_int(part, "ProfilePartIndicator") if part is not None else None,
+                )
+            )
+        profiles.append(ServiceProfile(tuple(pubs), tuple(ifcs)))
+    if not profiles:
+        raise ProfileError("an IMSSubscription needs a ServiceProfile")
+    return IMSSubscription(private_id, tuple(profiles))
+
+
+# JSON (store documents, admin API) ------------------------------------------------
+
+
+def ifc_to_dict(ifc: InitialFilterCriteria) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "priority": ifc.priority,
+        "application_server": {
+            "server_name": ifc.application_server.server_name,
+            "default_handling": int(ifc.application_server.default_handling),
+        },
+    }
+    if ifc.application_server.service_info is not None:
+        out["application_server"]["service_info"] = ifc.application_server.service_info
+    if ifc.profile_part is not None:
+        out["profile_part"] = ifc.profile_part
+    if ifc.trigger is not None:
+        spts = []
+        for s in ifc.trigger.spts:
+            d: dict[str, Any] = {"group": list(s.group)}
+            if s.negated:
+                d["negated"] = True
+            for key in (
+                "method",
+                "request_uri",
+                "header",
+                "header_content",
+                "sdp_line",
+                "sdp_content",
+            ):
+                value = getattr(s, key)
+                if value is not None:
+                    d[key] = value
+            if s.session_case is not None:
+                d["session_case"] = int(s.session_case)
+            if s.registration_types:
+                d["registration_types"] = list(s.registration_types)
+            spts.append(d)
+        out["trigger"] = {"cnf": ifc.trigger.cnf, "spts": spts}
+    return out
+
+
+def ifc_from_dict(doc: dict[str, Any]) -> InitialFilterCriteria:
+    try:
+        a = doc["application_server"]
+        trigger = None
+        if doc.get("trigger") is not None:
+            t = doc["trigger"]
+            spts = []
+            for s in t["spts"]:
+                kw = {
+                    k: s[k]
+                    for k in (
+                        "method",
+                        "request_uri",
+                        "header",
+                        "header_content",
+                        "sdp_line",
+                        "sdp_content",
+                    )
+                    if s.get(k) is not None
+                }
+                if s.get("session_case") is not None:
+                    kw["session_case"] = SessionCase(int(s["session_case"]))
+                spts.append(
+                    Spt(
+                        group=tuple(int(g) for g in s.get("group", [0])),
+                        negated=bool(s.get("negated", False)),
+                        registration_types=tuple(int(r) for r in s.get("registration_types", [])),
+                        **kw,
+                    )
+                )
+            trigger = TriggerPoint(bool(t["cnf"]), tuple(spts))
+        return InitialFilterCriteria(
+            priority=int(doc["priority"]),
+            application_server=ApplicationServer(
+                str(a["server_name"]),
+                DefaultHandling(int(a.get("default_handling", 0))),
+                a.get("service_info"),
+            ),
+            trigger=trigger,
+            profile_part=doc.get("profile_part"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ProfileError):
+            raise
+        raise ProfileError(f"bad iFC document: {exc}") from None

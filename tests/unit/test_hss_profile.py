@@ -1,0 +1,166 @@
+"""CxDataType User-Data XML (TS 29.228 annex E): build, parse, JSON documents."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imsp2pd.ims.hss import content_ifcs
+from imsp2pd.ims.profile import (
+    ApplicationServer,
+    DefaultHandling,
+    IMSSubscription,
+    InitialFilterCriteria,
+    ProfileError,
+    PublicIdentity,
+    ServiceProfile,
+    SessionCase,
+    Spt,
+    TriggerPoint,
+    from_xml,
+    ifc_from_dict,
+    ifc_to_dict,
+    to_xml,
+)
+
+PSI = "sip:content@ims.example.org"
+AS = "sip:as.ims.example.org:7060"
+
+
+def lab() -> IMSSubscription:
+    return IMSSubscription(
+        "alice@ims.example.org",
+        (
+            ServiceProfile(
+                (
+                    PublicIdentity("sip:alice@ims.example.org"),
+                    PublicIdentity("tel:+15551234", True),
+                ),
+                tuple(content_ifcs(PSI, AS)),
+            ),
+        ),
+    )
+
+
+def test_lab_profile_xml_shape() -> None:
+    xml = to_xml(lab())
+    assert xml.startswith(b'<?xml version="1.0" encoding="UTF-8"?><IMSSubscription>')
+    root = ET.fromstring(xml)
+    assert root.findtext("PrivateID") == "alice@ims.example.org"
+    sp = root.find("ServiceProfile")
+    assert sp is not None
+    ids = [p.findtext("Identity") for p in sp.findall("PublicIdentity")]
+    assert ids == ["sip:alice@ims.example.org", "tel:+15551234"]
+    assert sp.findall("PublicIdentity")[1].findtext("BarringIndication") == "1"
+    ifc = sp.find("InitialFilterCriteria")
+    assert ifc is not None and ifc.findtext("Priority") == "0"
+    tp = ifc.find("TriggerPoint")
+    assert tp is not None and tp.findtext("ConditionTypeCNF") == "1"
+    spts = tp.findall("SPT")
+    assert [s.findtext("Method") for s in spts[:3]] == ["MESSAGE", "PUBLISH", "SUBSCRIBE"]
+    assert spts[3].findtext("RequestURI") == PSI and spts[3].findtext("Group") == "1"
+    assert spts[4].findtext("SessionCase") == "0"
+    # element order inside an SPT: ConditionNegated, Group, then the condition
+    assert [c.tag for c in spts[0]] == ["ConditionNegated", "Group", "Method"]
+    assert ifc.find("ApplicationServer/ServerName").text == AS  # type: ignore[union-attr]
+    assert ifc.findtext("ApplicationServer/DefaultHandling") == "0"
+
+
+def test_round_trip_lab() -> None:
+    assert from_xml(to_xml(lab())) == lab()
+
+
+text = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="<>&"),
+    min_size=1,
+    max_size=12,
+)
+spts = st.one_of(
+    st.builds(
+        lambda g, n, m: Spt(group=g, negated=n, method=m),
+        st.lists(st.integers(0, 5), min_size=1, max_size=2).map(tuple),
+        st.booleans(),
+        text,
+    ),
+    st.builds(lambda g, u: Spt(group=g, request_uri=u), st.just((0,)), text),
+    st.builds(lambda h, c: Spt(header=h, header_content=c), text, st.one_of(st.none(), text)),
+    st.builds(lambda c: Spt(session_case=c), st.sampled_from(SessionCase)),
+    st.builds(lambda line, c: Spt(sdp_line=line, sdp_content=c), text, st.one_of(st.none(), text)),
+)
+ifcs = st.builds(
+    InitialFilterCriteria,
+    priority=st.integers(0, 100),
+    application_server=st.builds(
+        ApplicationServer, text, st.sampled_from(DefaultHandling), st.one_of(st.none(), text)
+    ),
+    trigger=st.one_of(
+        st.none(), st.builds(TriggerPoint, st.booleans(), st.lists(spts, max_size=4).map(tuple))
+    ),
+    profile_part=st.one_of(st.none(), st.integers(0, 2)),
+)
+subscriptions = st.builds(
+    IMSSubscription,
+    text,
+    st.lists(
+        st.builds(
+            ServiceProfile,
+            st.lists(st.builds(PublicIdentity, text, st.booleans()), min_size=1, max_size=3).map(
+                tuple
+            ),
+            st.lists(ifcs, max_size=3).map(tuple),
+        ),
+        min_size=1,
+        max_size=2,
+    ).map(tuple),
+)
+
+
+@given(subscriptions)
+def test_xml_round_trip(sub: IMSSubscription) -> None:
+    assert from_xml(to_xml(sub)) == sub
+
+
+@given(ifcs)
+def test_json_round_trip(ifc: InitialFilterCriteria) -> None:
+    assert ifc_from_dict(ifc_to_dict(ifc)) == ifc
+
+
+@given(st.binary(max_size=300))
+def test_parser_raises_only_profile_error(data: bytes) -> None:
+    try:
+        from_xml(data)
+    except ProfileError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<Other/>",
+        b"<IMSSubscription><PrivateID>x</PrivateID></IMSSubscription>",
+        b'<!DOCTYPE x [<!ENTITY a "aaaa">]><IMSSubscription/>',
+        b"<IMSSubscription><PrivateID>x</PrivateID><ServiceProfile/></IMSSubscription>",
+        b"<IMSSubscription><PrivateID>x</PrivateID><ServiceProfile><PublicIdentity><Identity>s</Identity>"
+        b"</PublicIdentity><InitialFilterCriteria><Priority>high</Priority></InitialFilterCriteria>"
+        b"</ServiceProfile></IMSSubscription>",
+        b"<IMSSubscription><PrivateID>x</PrivateID><ServiceProfile><PublicIdentity><Identity>s</Identity>"
+        b"</PublicIdentity><InitialFilterCriteria><Priority>1</Priority><TriggerPoint><ConditionTypeCNF>1"
+        b"</ConditionTypeCNF><SPT><Group>0</Group></SPT></TriggerPoint><ApplicationServer><ServerName>a"
+        b"</ServerName></ApplicationServer></InitialFilterCriteria></ServiceProfile></IMSSubscription>",
+    ],
+)
+def test_invalid_documents(data: bytes) -> None:
+    with pytest.raises(ProfileError):
+        from_xml(data)
+
+
+def test_spt_needs_exactly_one_condition() -> None:
+    with pytest.raises(ProfileError):
+        Spt(method="MESSAGE", request_uri="sip:x")
+    with pytest.raises(ProfileError):
+        Spt()
+    with pytest.raises(ProfileError):
+        ifc_from_dict({"priority": 0})
