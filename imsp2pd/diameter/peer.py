@@ -90,8 +90,11 @@ class LocalConfig:
     cer_timeout: float = 10.0
     dpa_timeout: float = 5.0
     request_timeout: float = 10.0
-    #: DWAs needed in REOPEN before a re-opened connection carries traffic (RFC 3539: 3).
-    reopen_dwas: int = 3
+    #: DWAs needed in REOPEN before a re-opened connection carries traffic. RFC 3539
+    #: suggests 3, one per Tw (a minute and more with Tw = 30 s); the default of 1 is
+    #: the DWR sent at once on reconnection, so a restarted peer is usable after one
+    #: round trip. 0 skips REOPEN.
+    reopen_dwas: int = 1
 
     @property
     def applications(self) -> frozenset[int]:

@@ -347,7 +347,7 @@ def test_suspect_recovers_on_traffic() -> None:
 
 
 def test_reopen_needs_three_dwas() -> None:
-    p = Pair(reopen=True)
+    p = Pair(client_cfg=config("scscf.ims.example.org", reopen_dwas=3), reopen=True)
     p.open()
     assert p.client.is_open and p.client.watchdog is WatchdogState.REOPEN
     assert not p.client.available
@@ -357,6 +357,12 @@ def test_reopen_needs_three_dwas() -> None:
     p.tick(30.0)
     assert p.client.watchdog is WatchdogState.OKAY and p.client.available
     assert WatchdogChanged(WatchdogState.OKAY) in p.client_events
+
+
+def test_reopen_with_one_dwa_is_immediate() -> None:
+    p = Pair(reopen=True)
+    p.open()
+    assert p.client.available and WatchdogChanged(WatchdogState.OKAY) in p.client_events
 
 
 def test_reopen_closes_if_peer_stays_silent() -> None:
