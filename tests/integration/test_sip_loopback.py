@@ -1,0 +1,118 @@
+"""A UAC, a stateful proxy and a UAS on real loopback sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from imsp2pd.sip.message import Request, Response
+from imsp2pd.sip.proxy import IncomingRequest, LocalAddress, Output, SipCore, Source, Target
+from imsp2pd.sip.transport import SipNode
+from imsp2pd.sip.ua import SipRequestFailed, UserAgent, build_request
+
+
+class Proxy:
+    def __init__(self, core: SipCore, downstream: Target) -> None:
+        self.core = core
+        self.downstream = downstream
+
+    def on_event(self, event: Output, now: float) -> list[Output]:
+        if isinstance(event, IncomingRequest):
+            return self.core.forward(
+                event.ctx, event.request, now, target=self.downstream, record_route=True
+            )
+        return []
+
+
+def _port(p: Any) -> int:
+    return int(p.getHost().port)
+
+
+class LoopbackTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.nodes: list[SipNode] = []
+        # UAS
+        self.uas_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        self.uas = UserAgent(self.uas_core)
+        self.uas_node = self.start(self.uas_core, self.uas)
+        self.received: list[tuple[Request, Source]] = []
+
+        def on_message(request: Request, source: Source) -> int:
+            self.received.append((request, source))
+            return 200
+
+        self.uas.on("MESSAGE", on_message)
+        # proxy to the UAS
+        self.proxy_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        self.proxy = Proxy(self.proxy_core, Target("TCP", "127.0.0.1", self.uas_port))
+        self.proxy_node = self.start(self.proxy_core, self.proxy)
+        # UAC
+        self.uac_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        self.uac = UserAgent(self.uac_core)
+        self.uac_node = self.start(self.uac_core, self.uac)
+
+    def start(self, core: SipCore, tu: Any) -> SipNode:
+        node = SipNode(reactor, core, tu)
+        if isinstance(tu, UserAgent):
+            tu.node = node
+        udp = node.listen_udp(0)
+        port = _port(udp)
+        tcp = node.listen_tcp(port)
+        assert _port(tcp) == port
+        core.addresses[:] = [
+            LocalAddress("UDP", "127.0.0.1", port),
+            LocalAddress("TCP", "127.0.0.1", port),
+        ]
+        if core is getattr(self, "uas_core", None):
+            self.uas_port = port
+        self.nodes.append(node)
+        return node
+
+    def tearDown(self) -> defer.Deferred[Any]:
+        return defer.gatherResults([n.stop() for n in self.nodes])
+
+    @defer.inlineCallbacks
+    def test_message_through_proxy_udp_then_tcp_downstream(self) -> Any:
+        proxy_port = self.proxy_core.addresses[0].port
+        for transport, size in (("UDP", 10), ("TCP", 10), ("UDP", 5000)):
+            req = build_request(
+                "MESSAGE",
+                "sip:content@ims.example.org",
+                from_uri="sip:alice@ims.example.org",
+                body=b"x" * size,
+                content_type="text/plain",
+            )
+            resp = yield self.uac.request(req, target=Target(transport, "127.0.0.1", proxy_port))
+            self.assertIsInstance(resp, Response)
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(
+                resp.get("Record-Route"),
+                f"<sip:127.0.0.1:{proxy_port};lr>"
+                if transport == "UDP"
+                else f"<sip:127.0.0.1:{proxy_port};transport=tcp;lr>",
+            )
+        self.assertEqual(len(self.received), 3)
+        request, source = self.received[-1]
+        self.assertEqual(source.transport, "TCP")
+        self.assertEqual(len(request.body), 5000)
+        self.assertEqual(len(request.vias), 2)
+        self.assertEqual(request.max_forwards, 69)
+
+    @defer.inlineCallbacks
+    def test_unreachable_next_hop_is_500(self) -> Any:
+        self.proxy.downstream = Target("TCP", "127.0.0.1", 1)  # nothing listens on port 1
+        req = build_request(
+            "MESSAGE", "sip:content@ims.example.org", from_uri="sip:alice@ims.example.org"
+        )
+        resp = yield self.uac.request(
+            req, target=Target("TCP", "127.0.0.1", self.proxy_core.addresses[0].port)
+        )
+        self.assertEqual(resp.status, 500)
+
+    @defer.inlineCallbacks
+    def test_uac_to_a_dead_tcp_port_fails(self) -> Any:
+        req = build_request("MESSAGE", "sip:x@127.0.0.1", from_uri="sip:alice@ims.example.org")
+        with self.assertRaises(SipRequestFailed):
+            yield self.uac.request(req, target=Target("TCP", "127.0.0.1", 1))
