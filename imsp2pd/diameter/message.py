@@ -275,9 +275,10 @@ def _empty_avp(key: tuple[int, int], dictionary: Dictionary) -> Avp:
     d = dictionary.avp_def(*key)
     if d is None:
         return Avp(key[0], b"", vendor=key[1] or None, mandatory=True)
-    value = _EMPTY.get(d.type, b"")
-    kind = d.type if d.type in _EMPTY else AvpType.OCTET_STRING
-    return Avp(d.code, value, kind, d.vendor or None, True)
+    if d.type in _EMPTY and d.type is not AvpType.OCTET_STRING:
+        return Avp(d.code, _EMPTY[d.type], d.type, d.vendor or None, True)
+    # Strings and octets: one zero byte rather than nothing, which decoders flag.
+    return Avp(d.code, b"\0", AvpType.OCTET_STRING, d.vendor or None, True)
 
 
 # Builders ---------------------------------------------------------------------

@@ -130,7 +130,7 @@ class DiameterNode:
         backoff: Backoff = Backoff(),
         rng: random.Random | None = None,
         duplicate_lifetime: float = 60.0,
-        tap: Callable[[str, bytes], None] | None = None,
+        tap: Callable[[str, bytes, DiameterProtocol], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.local = local

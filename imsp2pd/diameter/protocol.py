@@ -49,7 +49,8 @@ class DiameterProtocol(TwistedProtocol):
         self.conn: PeerConnection | None = None
         self._timer: Any = None  # IDelayedCall
         self._timer_at: float | None = None
-        #: Optional callable(direction, bytes): sees every byte in and out (captures).
+        #: Optional callable(direction, bytes, protocol): sees every byte in ("in") and
+        #: out ("out"), for captures and conformance tests.
         self.tap = tap
         self.closed = False
 
@@ -76,7 +77,7 @@ class DiameterProtocol(TwistedProtocol):
         if self.conn is None:
             return
         if self.tap is not None:
-            self.tap("in", data)
+            self.tap("in", data, self)
         self._apply(self.conn.data_received(data, self.now()))
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -116,7 +117,7 @@ class DiameterProtocol(TwistedProtocol):
             if isinstance(event, Send):
                 if not self.closed:
                     if self.tap is not None:
-                        self.tap("out", event.data)
+                        self.tap("out", event.data, self)
                     transport.write(event.data)
             elif isinstance(event, Close):
                 self.log.info("closing Diameter connection: {reason}", reason=event.reason)

@@ -560,6 +560,70 @@ class Hss:
         return host, registered
 
 
+def load_provisioning(
+    hss: Hss, txn: Any, data: Mapping[str, Any], source: str = "provisioning"
+) -> dict[str, int]:
+    """Apply a provisioning document (etc/subscribers.toml) idempotently.
+
+    ``[[psi]]`` entries: ``identity``, ``application_server``.
+    ``[[subscriber]]`` entries: ``impi``, ``impus``, one of ``password`` (made
+    into HA1 here) or ``ha1``, optional ``aka = {k, op | opc, amf, sqn}``,
+    ``barred`` (IMPUs), and ``profile = "content"`` (the lab iFCs towards the
+    first PSI's AS, the default) or ``"none"``, or explicit ``ifcs``.
+    Credentials in the file win (a changed password applies at the next
+    start); registration state and AKA sequence numbers are kept.
+    """
+    unknown = set(data) - {"psi", "subscriber"}
+    if unknown:
+        raise ProvisioningError(f"{source}: unknown section {sorted(unknown)[0]!r}")
+    psis = list(data.get("psi", []))
+    subs = list(data.get("subscriber", []))
+    for entry in psis:
+        if (
+            not isinstance(entry, Mapping)
+            or "identity" not in entry
+            or "application_server" not in entry
+        ):
+            raise ProvisioningError(f"{source}: a [[psi]] needs identity and application_server")
+        hss.put_psi(txn, str(entry["identity"]), str(entry["application_server"]))
+    content = (
+        ifc_documents(content_ifcs(str(psis[0]["identity"]), str(psis[0]["application_server"])))
+        if psis
+        else []
+    )
+    allowed = {"impi", "impus", "password", "ha1", "aka", "barred", "profile", "ifcs"}
+    for entry in subs:
+        if not isinstance(entry, Mapping) or "impi" not in entry:
+            raise ProvisioningError(f"{source}: a [[subscriber]] needs impi")
+        extra = set(entry) - allowed
+        if extra:
+            raise ProvisioningError(
+                f"{source}: subscriber {entry['impi']}: unknown key {sorted(extra)[0]!r}"
+            )
+        profile = entry.get("profile", "content")
+        if "ifcs" in entry:
+            ifcs = list(entry["ifcs"])
+        elif profile == "content":
+            ifcs = content
+        elif profile == "none":
+            ifcs = []
+        else:
+            raise ProvisioningError(
+                f"{source}: subscriber {entry['impi']}: profile must be 'content' or 'none'"
+            )
+        hss.put_subscriber(
+            txn,
+            str(entry["impi"]),
+            [str(i) for i in entry.get("impus", [])],
+            password=entry.get("password"),
+            ha1=entry.get("ha1"),
+            aka=entry.get("aka"),
+            ifcs=ifcs,
+            barred=[str(b) for b in entry.get("barred", [])],
+        )
+    return {"subscribers": len(subs), "psis": len(psis)}
+
+
 def _has_unregistered_services(sub: Mapping[str, Any]) -> bool:
     """True if an iFC triggers on a terminating-unregistered session case."""
     for doc in sub.get("ifcs", []):
@@ -582,4 +646,5 @@ __all__ = [
     "content_ifcs",
     "digest_ha1",
     "ifc_documents",
+    "load_provisioning",
 ]

@@ -45,7 +45,7 @@ class Recorder:
         self.framers = {"in": Framer(), "out": Framer()}
         self.messages: list[tuple[str, Message]] = []
 
-    def __call__(self, direction: str, data: bytes) -> None:
+    def __call__(self, direction: str, data: bytes, proto: Any = None) -> None:
         for frame in self.framers[direction].feed(data):
             self.messages.append((direction, decode_message(frame, D)))
 
