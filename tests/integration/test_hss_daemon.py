@@ -1,0 +1,247 @@
+"""The hss role in a real daemon: Cx over loopback TCP, the admin API, RTR/PPR, kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from imsp2pd.diameter import cx
+from imsp2pd.diameter.codes import (
+    Application,
+    AvpCode,
+    Command,
+    CxResult,
+    ResultCode,
+    ServerAssignmentType,
+    Vendor,
+)
+from imsp2pd.diameter.message import Message
+from imsp2pd.diameter.node import DiameterNode, PeerConfig
+from imsp2pd.diameter.peer import LocalConfig, PeerInfo
+from imsp2pd.ims import milenage
+from imsp2pd.ims.profile import from_xml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+REALM = "ims.example.org"
+SCSCF = cx.Origin("scscf.ims.example.org", REALM)
+SCSCF_URI = "sip:127.0.0.1:6060"
+ALICE, ALICE_IMPU = "alice@ims.example.org", "sip:alice@ims.example.org"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HssDaemonTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()).resolve()
+        (self.dir / "etc").mkdir(parents=True)
+        self.admin_port, self.cx_port = free_port(), free_port()
+        (self.dir / "etc" / "subscribers.toml").write_text(
+            (ROOT / "etc" / "subscribers.toml").read_text()
+        )
+        self.config = self.dir / "etc" / "imsp2pd.toml"
+        self.config.write_text(
+            '[daemon]\nstate_dir = "../var"\n'
+            f'[admin]\nlisten = "tcp:{self.admin_port}:interface=127.0.0.1"\n'
+            f'url = "http://127.0.0.1:{self.admin_port}"\ntoken = "t0k"\n'
+            f'[ims]\ndomain = "{REALM}"\n'
+            f'[hss]\nlisten = "127.0.0.1:{self.cx_port}"\nscscf_names = ["{SCSCF_URI}"]\n'
+        )
+        self.env = dict(os.environ, IMSP2P_CONFIG=str(self.config))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.addCleanup(self.stop_all)
+        self.requests: list[Message] = []
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+            for f in (p.stdout, p.stderr):
+                if f:
+                    f.close()
+
+    def start_daemon(self) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss"],
+            cwd=self.dir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.procs.append(p)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                assert p.stderr is not None and p.stdout is not None
+                self.fail(f"daemon exited: {p.stderr.read().decode()} {p.stdout.read().decode()}")
+            try:
+                if self.http("GET", "/health")[0] == 200:
+                    return p
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.fail("daemon did not come up")
+
+    def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin_port}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+        )
+        req.add_header("Authorization", "Bearer t0k")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def client(self) -> DiameterNode:
+        def handler(req: Message, peer: PeerInfo) -> Message:
+            self.requests.append(req)
+            return node.answer(req, ResultCode.SUCCESS, [cx.cx_application()])
+
+        node = DiameterNode(
+            reactor,
+            LocalConfig(SCSCF.host, REALM, vendor_applications=((Vendor.TGPP, Application.CX),)),
+            peers=[PeerConfig("hss.ims.example.org", REALM, "127.0.0.1", self.cx_port)],
+            handler=handler,
+        )
+        node.start()
+        self.addCleanup(node.stop)
+        return node
+
+    @defer.inlineCallbacks
+    def wait_for(self, condition: Any, limit: float = 15.0) -> Any:
+        waited = 0.0
+        while not condition():
+            self.assertLess(waited, limit, "timed out")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+            waited += 0.05
+
+    @defer.inlineCallbacks
+    def test_registration_admin_and_durability(self) -> Any:
+        daemon = self.start_daemon()
+        node = self.client()
+        yield self.wait_for(lambda: node.is_available("hss.ims.example.org"))
+        ids = cx.SessionIds(SCSCF.host, reactor.seconds())
+
+        uaa = yield node.request(cx.uar(SCSCF, ids.next(), REALM, ALICE, ALICE_IMPU, REALM))
+        self.assertEqual(cx.outcome(uaa), cx.Outcome(CxResult.FIRST_REGISTRATION, True))
+        self.assertEqual(cx.server_capabilities(uaa), [SCSCF_URI])
+        maa = yield node.request(
+            cx.mar(SCSCF, ids.next(), REALM, ALICE, ALICE_IMPU, SCSCF_URI, cx.SCHEME_DIGEST)
+        )
+        (item,) = cx.auth_items(maa)
+        ha1 = hashlib.md5(f"{ALICE}:{REALM}:alice-pass".encode()).hexdigest()
+        self.assertEqual(item.digest_ha1, ha1)
+        saa = yield node.request(
+            cx.sar(
+                SCSCF, ids.next(), REALM, [ALICE_IMPU], SCSCF_URI, ServerAssignmentType.REGISTRATION
+            )
+        )
+        data = cx.user_data(saa)
+        assert data is not None
+        ifc = from_xml(data).profiles[0].ifcs[0]
+        self.assertEqual(ifc.application_server.server_name, "sip:127.0.0.1:7060")
+        lia = yield node.request(cx.lir(SCSCF, ids.next(), REALM, "sip:content@ims.example.org"))
+        self.assertEqual(cx.server_name(lia), "sip:127.0.0.1:7060")
+
+        status, shown = yield deferToThread(self.http, "GET", f"/admin/subscribers/{ALICE}")
+        self.assertEqual(status, 200)
+        self.assertEqual(shown["impus"][0]["state"], "registered")
+        self.assertNotIn("ha1", json.dumps(shown))
+
+        # A profile change reaches the serving S-CSCF as a PPR.
+        status, changed = yield deferToThread(
+            self.http,
+            "PUT",
+            f"/admin/subscribers/{ALICE}",
+            {"impus": [ALICE_IMPU], "profile": "none"},
+        )
+        self.assertEqual((status, changed.get("ppr")), (200, ResultCode.SUCCESS))
+        ppr = [r for r in self.requests if r.code == Command.PUSH_PROFILE]
+        self.assertEqual(len(ppr), 1)
+        # Administrative deregistration sends RTR.
+        status, dereg = yield deferToThread(
+            self.http, "POST", f"/admin/subscribers/{ALICE}/deregister"
+        )
+        self.assertEqual((status, dereg["rtr"], dereg["deregistered"]), (200, 2001, [ALICE_IMPU]))
+        rtr = [r for r in self.requests if r.code == Command.REGISTRATION_TERMINATION]
+        self.assertEqual(rtr[0].get_str(AvpCode.USER_NAME), ALICE)
+
+        # A new AKA subscriber through the API, then kill -9: nothing acknowledged is lost.
+        k, op = os.urandom(16), os.urandom(16)
+        body = {"impus": ["sip:erin@ims.example.org"], "aka": {"k": k.hex(), "op": op.hex()}}
+        status, _ = yield deferToThread(
+            self.http, "PUT", "/admin/subscribers/erin@ims.example.org", body
+        )
+        self.assertEqual(status, 200)
+        bad_status, bad = yield deferToThread(
+            self.http, "PUT", "/admin/subscribers/x@y", {"impus": ["http://nope"]}
+        )
+        self.assertEqual((bad_status, bad["error"]), (400, "bad_subscriber"))
+        maa = yield node.request(
+            cx.mar(
+                SCSCF,
+                ids.next(),
+                REALM,
+                "erin@ims.example.org",
+                "sip:erin@ims.example.org",
+                SCSCF_URI,
+                cx.SCHEME_AKA,
+            )
+        )
+        (vector,) = cx.auth_items(maa)
+        assert vector.authenticate is not None
+        opc = milenage.compute_opc(k, op)
+        self.assertEqual(
+            milenage.verify_autn(k, opc, vector.authenticate[:16], vector.authenticate[16:])[0], 1
+        )
+
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        yield deferToThread(self.start_daemon)
+        yield self.wait_for(lambda: node.is_available("hss.ims.example.org"), 30)
+        status, erin = yield deferToThread(
+            self.http, "GET", "/admin/subscribers/erin@ims.example.org"
+        )
+        self.assertEqual((status, erin["aka"]), (200, True))
+        maa = yield node.request(
+            cx.mar(
+                SCSCF,
+                ids.next(),
+                REALM,
+                "erin@ims.example.org",
+                "sip:erin@ims.example.org",
+                SCSCF_URI,
+                cx.SCHEME_AKA,
+            )
+        )
+        (vector,) = cx.auth_items(maa)
+        assert vector.authenticate is not None
+        self.assertEqual(
+            milenage.verify_autn(k, opc, vector.authenticate[:16], vector.authenticate[16:])[0], 2
+        )
+        status, _ = yield deferToThread(self.http, "GET", "/admin/subscribers/nobody@x")
+        self.assertEqual(status, 404)
