@@ -2,7 +2,8 @@
 
 It serves the site on ``[index] listen`` (HTTP), reads the catalogue the AS
 writes (same store), samples the health of every pending and listed swarm
-every ``scrape_interval`` seconds by BEP 48 scrape of its tracker, and adds
+every ``scrape_interval`` seconds (from the tracker's operator API where
+``[index] tracker_admin`` names it, else by BEP 48 scrape), and adds
 ``GET /admin/content`` and ``GET /admin/content/{doi}`` to the control port.
 
 The operator's tracker only answers a scrape that carries an entitlement
@@ -59,6 +60,13 @@ def _url_check(value: str) -> str | None:
 def _psi_check(value: str) -> str | None:
     if value and (not value.startswith(("sip:", "sips:")) or any(c in value for c in ";?<> ")):
         return "must be a sip: URI without parameters (or empty)"
+    return None
+
+
+def _admin_urls_check(value: dict[str, Any]) -> str | None:
+    for k, v in value.items():
+        if not isinstance(v, str) or _url_check(v) or _url_check(k):
+            return f"must map tracker URLs to http(s) control port URLs ({k!r})"
     return None
 
 
@@ -201,6 +209,15 @@ class IndexRole(Role):
         ),
         "scrape_timeout": Field(float, 5.0, "seconds a tracker has to answer", check=_positive),
         "history": Field(int, 240, "samples kept per swarm (ring buffer)", check=_positive),
+        "tracker_admin": Field(
+            dict,
+            {},
+            "tracker URL = URL of the control port serving its /admin/swarms (upload totals)",
+            check=_admin_urls_check,
+        ),
+        "tracker_admin_token": Field(
+            str, "", "bearer token of those control ports; empty: the [admin] token"
+        ),
         "scrape_key": Field(
             str, "", "AS Ed25519 key for scrape tokens; empty: STATE/keys/as_ed25519.pem if there"
         ),
@@ -219,9 +236,11 @@ class IndexRole(Role):
     def build(self, config: Config, store: Store, reactor: Any, hub: Hub) -> IService:
         from imsp2pd.content.catalogue import Catalogue
         from imsp2pd.content.index import (
+            FirstKnownSource,
             IndexSite,
             ScrapeHealthSource,
             SwarmMonitor,
+            TrackerAdminSource,
             http_fetch,
             settings_from,
         )
@@ -232,10 +251,12 @@ class IndexRole(Role):
         scrapes = hub.metrics.counter(
             "imsp2pd_index_scrapes_total", "Swarm health samples by outcome", ("result",)
         )
-        source = ScrapeHealthSource(
-            http_fetch(reactor, timeout=section["scrape_timeout"]),
-            make_token_for(config, hub, reactor),
-        )
+        fetch = http_fetch(reactor, timeout=section["scrape_timeout"])
+        source: Any = ScrapeHealthSource(fetch, make_token_for(config, hub, reactor))
+        if section["tracker_admin"]:
+            token = section["tracker_admin_token"] or config["admin"]["token"]
+            admin = TrackerAdminSource(fetch, section["tracker_admin"], token)
+            source = FirstKnownSource(admin, source)
         monitor = SwarmMonitor(
             source,
             reactor.seconds,

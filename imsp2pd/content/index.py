@@ -32,10 +32,14 @@ matches the PSI (RFC 3261 §19.1.4: a parameter present in only one of two
 URIs is ignored when comparing them) and the S-CSCF's iFC still fires. The
 body, not the URI, is what the AS acts on.
 
-**Swarm health** comes from an injected :class:`HealthSource`. The one used
-by the role, :class:`ScrapeHealthSource`, asks the asset's tracker over HTTP
-(BEP 48 ``/scrape``; the operator's tracker wants an entitlement token for
-that, made by ``token_for``). :class:`SwarmMonitor` samples every swarm on a
+**Swarm health** comes from an injected :class:`HealthSource`. The role
+uses, in turn (:class:`FirstKnownSource`): :class:`TrackerAdminSource`, the
+tracker's operator API ``GET /admin/swarms/{infohash}`` on the control port
+of the process running it (counts and upload totals, so the origin's share
+of the upload), when ``[index] tracker_admin`` names that port; then
+:class:`ScrapeHealthSource`, a BEP 48 ``/scrape`` of the asset's tracker
+(counts only; the operator's tracker wants an entitlement token for that,
+made by ``token_for``). :class:`SwarmMonitor` samples every swarm on a
 timer and keeps the samples in a bounded ring buffer per swarm; a page shows
 the latest sample, scraping first only when it is stale. A tracker that is
 down, slow or answers nonsense gives "unknown", never an error page.
@@ -44,6 +48,7 @@ down, slow or answers nonsense gives "unknown", never an error page.
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections import OrderedDict, deque
@@ -52,7 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
 from twisted.internet.error import ConnectError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -85,6 +90,9 @@ __all__ = [
     "Sample",
     "ScrapeError",
     "ScrapeHealthSource",
+    "TrackerAdminSource",
+    "FirstKnownSource",
+    "parse_swarm_stats",
     "SwarmHealth",
     "SwarmMonitor",
     "http_fetch",
@@ -257,7 +265,10 @@ def parse_scrape_response(body: bytes, info_hash: str) -> SwarmHealth:
     )
 
 
-Fetch = Callable[[str], "Deferred[tuple[int, bytes]]"]
+class Fetch(Protocol):
+    def __call__(
+        self, url: str, headers: Mapping[str, str] | None = None
+    ) -> Deferred[tuple[int, bytes]]: ...
 
 
 class _CappedBody(TwistedProtocol):
@@ -292,10 +303,12 @@ def http_fetch(reactor: Any, timeout: float = 5.0, max_bytes: int = 64 * 1024) -
     agent = Agent(
         reactor, connectTimeout=timeout, pool=HTTPConnectionPool(reactor, persistent=False)
     )
-    headers = Headers({b"user-agent": [b"imsp2pd-index"]})
 
-    def fetch(url: str) -> Deferred[tuple[int, bytes]]:
-        d: Deferred[Any] = agent.request(b"GET", url.encode("ascii"), headers)
+    def fetch(url: str, headers: Mapping[str, str] | None = None) -> Deferred[tuple[int, bytes]]:
+        h = Headers({b"user-agent": [b"imsp2pd-index"]})
+        for k, v in (headers or {}).items():
+            h.setRawHeaders(k.encode("latin-1"), [v.encode("latin-1")])
+        d: Deferred[Any] = agent.request(b"GET", url.encode("ascii"), h)
 
         def read(response: Any) -> Deferred[tuple[int, bytes]]:
             proto: _CappedBody
@@ -340,6 +353,104 @@ class ScrapeHealthSource:
             return parse_scrape_response(body, asset.info_hash)
 
         return self.fetch(url).addCallback(answered)
+
+
+def tracker_key(url: str) -> str:
+    """A tracker URL without a trailing ``/`` or ``/announce``: the key of ``admin_urls``."""
+    url = url.rstrip("/")
+    return url[: -len("/announce")] if url.endswith("/announce") else url
+
+
+def _opt_count(doc: Mapping[str, Any], name: str) -> int | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ScrapeError(f"swarm stats: {name} is not a count")
+    return value
+
+
+def parse_swarm_stats(body: bytes, info_hash: str) -> SwarmHealth:
+    """The tracker's ``GET /admin/swarms/{infohash}`` JSON as :class:`SwarmHealth`.
+
+    ``seeders``, ``leechers``, ``completed`` are required; ``uploaded`` (all
+    bytes the swarm's peers reported uploading) and ``origin_uploaded`` (the
+    part the publisher's and the operator's seeders uploaded) are used when
+    the tracker gives them."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ScrapeError("swarm stats: not JSON") from None
+    if not isinstance(doc, dict):
+        raise ScrapeError("swarm stats: not a JSON object")
+    if doc.get("info_hash", info_hash) != info_hash:
+        raise ScrapeError("swarm stats: another swarm's")
+    counts = {n: _opt_count(doc, n) for n in ("seeders", "leechers", "completed")}
+    missing = [n for n, v in counts.items() if v is None]
+    if missing:
+        raise ScrapeError(f"swarm stats: no {missing[0]}")
+    return SwarmHealth(
+        seeders=counts["seeders"] or 0,
+        leechers=counts["leechers"] or 0,
+        completed=counts["completed"] or 0,
+        origin_uploaded=_opt_count(doc, "origin_uploaded"),
+        total_uploaded=_opt_count(doc, "uploaded"),
+    )
+
+
+class TrackerAdminSource:
+    """Swarm health from the tracker's operator API (its control port):
+    ``GET {admin}/admin/swarms/{infohash}`` with the bearer token. ``admin_urls``
+    maps a tracker URL (:func:`tracker_key`) to the control port URL of the
+    process that runs it. Unlike a scrape, it reports the upload totals, so
+    the origin's share is known when the tracker counts it."""
+
+    def __init__(self, fetch: Fetch, admin_urls: Mapping[str, str], token: str) -> None:
+        self.fetch = fetch
+        self.admin_urls = {tracker_key(k): v.rstrip("/") for k, v in admin_urls.items()}
+        self.token = token
+
+    def health(self, asset: Asset) -> Deferred[SwarmHealth | None]:
+        admin = self.admin_urls.get(tracker_key(asset.tracker))
+        if admin is None:
+            return fail(ScrapeError(f"no operator API known for {asset.tracker}"))
+        url = f"{admin}/admin/swarms/{asset.info_hash}"
+
+        def answered(result: tuple[int, bytes]) -> SwarmHealth | None:
+            status, body = result
+            if status == 404:
+                return None  # not registered there (yet)
+            if status != 200:
+                raise ScrapeError(f"swarm stats: HTTP {status}")
+            return parse_swarm_stats(body, asset.info_hash)
+
+        d = self.fetch(url, {"Authorization": f"Bearer {self.token}"})
+        return d.addCallback(answered)
+
+
+class FirstKnownSource:
+    """Asks each source in turn until one knows the swarm's health."""
+
+    def __init__(self, *sources: HealthSource) -> None:
+        self.sources = sources
+
+    def health(self, asset: Asset) -> Deferred[SwarmHealth | None]:
+        def attempt(i: int) -> Deferred[SwarmHealth | None]:
+            try:
+                d = self.sources[i].health(asset)
+            except Exception:
+                d = fail()
+            if i + 1 == len(self.sources):
+                return d
+
+            def next_if_unknown(result: Any) -> Any:
+                if isinstance(result, Failure) or result is None:
+                    return attempt(i + 1)
+                return result
+
+            return d.addBoth(next_if_unknown)
+
+        return attempt(0)
 
 
 # What a down, slow or confused tracker causes: an unknown sample, not a logged failure.

@@ -26,7 +26,7 @@ from imsp2pd.entitlement import Issuer, TrackerRole, Verifier
 from imsp2pd.metrics import Registry
 from imsp2pd.roles import Hub
 from imsp2pd.store import SQLiteStore
-from imsp2pd.web import Response, Router, make_site
+from imsp2pd.web import HttpError, Response, Router, make_site
 from imsp2pd_roles.index import IndexRole
 
 PSI = "sip:content@ims.example.org"
@@ -66,8 +66,16 @@ class FakeTracker:
         self.verifier = verifier
         self.counts: dict[bytes, tuple[int, int, int]] = {}
         self.tokens: list[Any] = []
-        self.router = Router()
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.router = Router(token="tok")
         self.router.route("GET", "/scrape", self.scrape)
+        self.router.route("GET", "/admin/swarms/{infohash}", self.admin_stats, auth=True)
+
+    def admin_stats(self, req: Any) -> Any:
+        found = self.stats.get(req.params["infohash"])
+        if found is None:
+            raise HttpError(404, "unknown_swarm", "no such swarm")
+        return found
 
     def scrape(self, req: Any) -> Response:
         parsed = parse_scrape(req.raw_query)
@@ -100,6 +108,7 @@ class IndexOverHttpTests(TestCase):
             '[daemon]\nstate_dir = "state"\n[admin]\ntoken = "tok"\n'
             '[index]\nlisten = "127.0.0.1:0"\nurl = "http://index.test"\n'
             "scrape_interval = 1.0\nscrape_timeout = 2.0\n"
+            f'[index.tracker_admin]\n"{tracker_url}/announce" = "{tracker_url}"\n'
         )
         role = IndexRole()
         config = load_config(cfg, {**CORE_SCHEMAS, "index": role.schema})
@@ -115,6 +124,7 @@ class IndexOverHttpTests(TestCase):
         self.assets = {}
         for doi, title, url in [
             ("10.5555/up", "Swarm Up", tracker_url),
+            ("10.5555/scraped", "Scraped Only", tracker_url),
             ("10.5555/down", "Tracker Down", down_url),
         ]:
             f = tmp / doi.replace("/", "_")
@@ -126,7 +136,16 @@ class IndexOverHttpTests(TestCase):
             )
             self.assets[doi] = (asset, t)
         up = self.assets["10.5555/up"][0]
-        self.tracker.counts[bytes.fromhex(up.info_hash)] = (2, 5, 11)
+        self.tracker.stats[up.info_hash] = {
+            "info_hash": up.info_hash,
+            "seeders": 2,
+            "leechers": 5,
+            "completed": 11,
+            "uploaded": 4000,
+            "origin_uploaded": 1000,
+        }
+        scraped = self.assets["10.5555/scraped"][0]
+        self.tracker.counts[bytes.fromhex(scraped.info_hash)] = (1, 4, 9)
 
         self.service = role.build(config, self.store, reactor, self.hub)
         self.service.startService()
@@ -157,13 +176,19 @@ class IndexOverHttpTests(TestCase):
         self.assertIn('<b class="seeders">2</b>', page)
         self.assertIn('<b class="leechers">5</b>', page)
         self.assertIn('<b class="completed">11</b>', page)
-        # the scrape carried a seeder token for exactly that swarm
-        self.assertTrue(self.tracker.tokens)
-        token = self.tracker.tokens[-1]
+        self.assertIn("origin share 25%", page)  # from the tracker's operator API
+
+        # a swarm the operator API does not know: scraped, with a seeder token for it
+        scraped = self.assets["10.5555/scraped"][0]
+        r, body = yield self.get("/assets/10.5555/scraped")
+        self.assertIn(b'<b class="leechers">4</b>', body)
+        self.assertNotIn(b"origin share", body)
+        tokens = [t for t in self.tracker.tokens if t.info_hash.hex() == scraped.info_hash]
+        self.assertTrue(tokens)
         self.assertEqual(
-            (token.impu, token.info_hash.hex(), token.role),
-            ("sip:index@ims.example.org", up.info_hash, TrackerRole.SEEDER),
+            (tokens[-1].impu, tokens[-1].role), ("sip:index@ims.example.org", TrackerRole.SEEDER)
         )
+        self.assertNotIn(up.info_hash, [t.info_hash.hex() for t in self.tracker.tokens])
 
         r, body = yield self.get("/assets/10.5555/down")
         self.assertEqual(r.code, 200)
@@ -184,14 +209,14 @@ class IndexOverHttpTests(TestCase):
 
         r, body = yield self.get("/dashboard")
         self.assertEqual(r.code, 200)
-        self.assertEqual(body.count(b'<svg xmlns="http://www.w3.org/2000/svg" class="chart"'), 2)
+        self.assertEqual(body.count(b'<svg xmlns="http://www.w3.org/2000/svg" class="chart"'), 3)
 
     @inlineCallbacks
     def test_health_check_metrics_and_admin_route(self) -> Any:
         yield self.service.sampler.tick()
-        self.assertEqual(self.hub.health_checks["index"](), {"ok": True, "swarms": 2})
+        self.assertEqual(self.hub.health_checks["index"](), {"ok": True, "swarms": 3})
         text = self.hub.metrics.render()
         self.assertIn('imsp2pd_index_scrapes_total{result="ok"}', text)
         self.assertIn('imsp2pd_index_scrapes_total{result="unknown"}', text)
-        self.assertIn("imsp2pd_index_assets_listed 2", text)
+        self.assertIn("imsp2pd_index_assets_listed 3", text)
         self.assertIn(("GET", "/admin/content"), self.hub.admin.routes())

@@ -17,12 +17,14 @@ from twisted.web.test.requesthelper import DummyRequest
 from imsp2pd.bittorrent.metainfo import make_metainfo
 from imsp2pd.content.catalogue import MIGRATIONS, Asset, AssetState, Catalogue, parse_metadata
 from imsp2pd.content.index import (
+    FirstKnownSource,
     IndexSettings,
     IndexSite,
     ScrapeError,
     ScrapeHealthSource,
     SwarmHealth,
     SwarmMonitor,
+    TrackerAdminSource,
     parse_purchase_uri,
 )
 from imsp2pd.control import admin_router
@@ -443,6 +445,66 @@ class ScrapeSourceTests(TestCase):
         source = ScrapeHealthSource(lambda url: succeed((503, b"busy")))
         d = source.health(_asset("ab" * 20))
         self.failureResultOf(d, ScrapeError)
+
+
+class TrackerAdminSourceTests(TestCase):
+    def setUp(self) -> None:
+        self.calls: list[tuple[str, dict[str, str] | None]] = []
+        self.answer: tuple[int, bytes] = (200, b"")
+
+    def fetch(self, url: str, headers: dict[str, str] | None = None) -> Deferred[tuple[int, bytes]]:
+        self.calls.append((url, headers))
+        return succeed(self.answer)
+
+    def test_reads_the_operator_api_with_the_bearer_token(self) -> None:
+        ih = "cd" * 20
+        self.answer = (
+            200,
+            json.dumps(
+                {
+                    "info_hash": ih,
+                    "seeders": 1,
+                    "leechers": 3,
+                    "completed": 2,
+                    "uploaded": 1000,
+                    "origin_uploaded": 400,
+                }
+            ).encode(),
+        )
+        source = TrackerAdminSource(
+            self.fetch, {f"{TRACKER}/announce": "http://127.0.0.1:9100/"}, "tok"
+        )
+        health = fired(source.health(_asset(ih)))
+        self.assertEqual((health.seeders, health.leechers, health.origin_share), (1, 3, 0.4))
+        self.assertEqual(
+            self.calls,
+            [(f"http://127.0.0.1:9100/admin/swarms/{ih}", {"Authorization": "Bearer tok"})],
+        )
+
+    def test_unknown_tracker_unregistered_swarm_and_errors(self) -> None:
+        source = TrackerAdminSource(
+            self.fetch, {"http://other:6969": "http://127.0.0.1:9100"}, "tok"
+        )
+        self.failureResultOf(source.health(_asset("cd" * 20)), ScrapeError)
+        source = TrackerAdminSource(self.fetch, {TRACKER: "http://127.0.0.1:9100"}, "tok")
+        self.answer = (404, b'{"error":"unknown_swarm"}')
+        self.assertIsNone(fired(source.health(_asset("cd" * 20))))
+        self.answer = (401, b"{}")
+        self.failureResultOf(source.health(_asset("cd" * 20)), ScrapeError)
+
+    def test_first_known_source_falls_back(self) -> None:
+        first, second = FakeSource(), FakeSource()
+        a = _asset("ef" * 20)
+        both = FirstKnownSource(first, second)
+        first.answers[a.info_hash] = ScrapeError("down")
+        second.answers[a.info_hash] = SwarmHealth(5, 0, 0)
+        self.assertEqual(fired(both.health(a)).seeders, 5)
+        first.answers[a.info_hash] = SwarmHealth(1, 0, 0)
+        self.assertEqual(fired(both.health(a)).seeders, 1)
+        self.assertEqual(len(second.asked), 1)
+        first.answers[a.info_hash] = None
+        second.answers[a.info_hash] = ScrapeError("also down")
+        self.failureResultOf(both.health(a), ScrapeError)
 
 
 def _asset(info_hash: str) -> Asset:

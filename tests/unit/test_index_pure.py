@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -19,9 +20,11 @@ from imsp2pd.content.index import (
     asset_path,
     parse_purchase_uri,
     parse_scrape_response,
+    parse_swarm_stats,
     purchase_uri,
     scrape_url,
     svg_chart,
+    tracker_key,
 )
 
 PSI = "sip:content@ims.example.org"
@@ -182,3 +185,51 @@ def test_chart_title_is_escaped_and_empty_chart_says_so() -> None:
 def test_single_sample_is_a_dot() -> None:
     root = parse_svg(svg_chart([Sample(5, SwarmHealth(2, 2, 0))], 5))
     assert {c.get("class") for c in root.iter(f"{SVG}circle")} == {"seeders", "leechers"}
+
+
+# -- the tracker's operator API ------------------------------------------------------
+
+
+def test_tracker_key() -> None:
+    assert tracker_key("http://t:6969/") == "http://t:6969"
+    assert tracker_key("http://t:6969/announce") == "http://t:6969"
+    assert tracker_key("http://t:6969/x") == "http://t:6969/x"
+
+
+def test_parse_swarm_stats() -> None:
+    doc = {"info_hash": IH, "doi": "10.5555/x", "state": "active", "seeders": 2, "leechers": 6}
+    h = parse_swarm_stats(json.dumps({**doc, "completed": 4, "uploaded": 800}).encode(), IH)
+    assert h == SwarmHealth(2, 6, 4, None, 800) and h.origin_share is None
+    h = parse_swarm_stats(
+        json.dumps({**doc, "completed": 4, "uploaded": 800, "origin_uploaded": 200}).encode(), IH
+    )
+    assert h.origin_share == 0.25
+    for body, why in [
+        (b"{", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (json.dumps({**doc, "completed": 1, "info_hash": "ff" * 20}).encode(), "another"),
+        (json.dumps(doc).encode(), "no completed"),
+        (json.dumps({**doc, "completed": True}).encode(), "completed is not a count"),
+        (json.dumps({**doc, "completed": 1, "uploaded": -1}).encode(), "uploaded"),
+    ]:
+        with pytest.raises(ScrapeError, match=why):
+            parse_swarm_stats(body, IH)
+
+
+@given(
+    st.binary(max_size=100)
+    | st.builds(
+        lambda d: json.dumps(d).encode(),
+        st.dictionaries(
+            st.sampled_from(
+                ["seeders", "leechers", "completed", "uploaded", "origin_uploaded", "info_hash"]
+            ),
+            st.none() | st.integers(-3, 10**12) | st.text(max_size=3) | st.booleans(),
+        ),
+    )
+)
+def test_parse_swarm_stats_raises_only_its_error(body: bytes) -> None:
+    try:
+        parse_swarm_stats(body, IH)
+    except ScrapeError:
+        pass
