@@ -245,3 +245,45 @@ class HssDaemonTests(TestCase):
         )
         status, _ = yield deferToThread(self.http, "GET", "/admin/subscribers/nobody@x")
         self.assertEqual(status, 404)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "imsp2p"), *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def test_admin_commands(self) -> None:
+        self.start_daemon()
+        r = self.cli(
+            "admin",
+            "subscriber",
+            "set",
+            "frank@ims.example.org",
+            "--impu",
+            "sip:frank@ims.example.org",
+            "--password",
+            "pw",
+        )
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["digest"], True)
+        r = self.cli("admin", "subscriber", "set", "frank@ims.example.org", "--profile", "none")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = json.loads(self.cli("admin", "subscriber", "show", "frank@ims.example.org").stdout)
+        self.assertEqual([i["impu"] for i in shown["impus"]], ["sip:frank@ims.example.org"])
+        self.assertEqual(shown["ifcs"], [])
+        listed = json.loads(self.cli("admin", "subscriber", "list").stdout)["subscribers"]
+        self.assertIn("alice@ims.example.org", [s["impi"] for s in listed])
+        r = self.cli("admin", "psi", "set", "sip:news@ims.example.org", "sip:127.0.0.1:7060")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        psis = json.loads(self.cli("admin", "psi", "list").stdout)["psis"]
+        self.assertIn("sip:news@ims.example.org", [p["identity"] for p in psis])
+        self.assertEqual(
+            self.cli("admin", "psi", "delete", "sip:news@ims.example.org").returncode, 0
+        )
+        r = self.cli("admin", "subscriber", "set", "new@ims.example.org")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--impu", r.stderr)
+        r = self.cli("admin", "subscriber", "delete", "frank@ims.example.org")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.cli("admin", "subscriber", "show", "frank@ims.example.org")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("404", r.stderr)
