@@ -210,6 +210,7 @@ class SwarmHealth:
             "seeders": self.seeders,
             "leechers": self.leechers,
             "completed": self.completed,
+            "uploaded": self.total_uploaded,
             "origin_share": self.origin_share,
         }
 

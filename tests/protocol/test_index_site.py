@@ -287,6 +287,7 @@ class TorrentAndApiTests(SiteTestsBase):
                 "seeders": 1,
                 "leechers": 2,
                 "completed": 3,
+                "uploaded": None,
                 "origin_share": None,
             },
         )
