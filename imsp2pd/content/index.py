@@ -54,6 +54,7 @@ import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -742,9 +743,7 @@ def _rights_text(offer: Offer) -> str:
         else:
             parts.append(f"{s} s from first play")
     if r.play_until is not None:
-        import datetime as _dt
-
-        when = _dt.datetime.fromtimestamp(r.play_until, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        when = datetime.fromtimestamp(r.play_until, UTC).strftime("%Y-%m-%d %H:%M UTC")
         parts.append(f"until {when}")
     if r.plays is not None:
         parts.append(f"{r.plays} play(s)")
@@ -895,9 +894,10 @@ class IndexSite:
             every, genres = results
             self._listed(every)
             assets = [a for a in every if genre is None or a.genre == genre]
-            links = [f'<a href="/"{" class=current" if genre is None else ""}>All</a>']
+            current = ' class="current"'
+            links = [f'<a href="/"{current if genre is None else ""}>All</a>']
             for name, n in genres:
-                cls = ' class="current"' if name == genre else ""
+                cls = current if name == genre else ""
                 href = "/?" + urlencode({"genre": name})
                 links.append(f'<a href="{_e(href)}"{cls}>{_e(name)} ({n})</a>')
             heading = "Catalogue" if genre is None else f"Catalogue: {genre}"
