@@ -68,15 +68,17 @@ __all__ = [
 ASSETS = "catalogue_assets"
 TORRENTS = "catalogue_torrents"
 
-MIGRATIONS = [
+# Both the AS (which writes) and the index (which reads) declare these; the
+# objects are hashable and equal, so a process running both applies them once.
+MIGRATIONS = (
     Migration(
         "catalogue-0001-assets",
-        [
+        (
             Collection(ASSETS, ("state", "genre", "series", "publisher", "info_hash")),
             Collection(TORRENTS, ("doi",)),
-        ],
+        ),
     ),
-]
+)
 
 MAX_OFFERS = 16
 MAX_TITLE = 200
