@@ -55,7 +55,7 @@ def build_request(
     ruri = parse_uri(uri) if isinstance(uri, str) else uri
     headers: list[tuple[str, str]] = [
         ("From", f"<{from_uri}>;tag={from_tag or new_tag()}"),
-        ("To", f"<{to_uri or ruri}>"),
+        ("To", f"<{to_uri or (from_uri if method == 'REGISTER' else ruri)}>"),
         ("Call-ID", call_id or new_call_id(host)),
         ("CSeq", f"{cseq} {method}"),
         ("Max-Forwards", "70"),

@@ -1,0 +1,176 @@
+"""The I-CSCF (TS 24.229 §5.3): finds the S-CSCF of a user with UAR (for
+REGISTER) or LIR (for every other request, PSIs included) and forwards the
+request there; it keeps no state beyond its transactions.
+
+:func:`choose_scscf` and :func:`uar_status` / :func:`lir_status` are pure;
+:class:`Icscf` is the transaction user on a
+:class:`~imsp2pd.sip.proxy.SipCore` with an injected Cx client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from imsp2pd.diameter import cx
+from imsp2pd.diameter.codes import CxResult, UserAuthorizationType
+from imsp2pd.diameter.message import Message as DiameterMessage
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.headers import parse_auth
+from imsp2pd.sip.message import Request
+from imsp2pd.sip.proxy import IncomingAck, IncomingRequest, Output, SipCore, Target
+from imsp2pd.sip.uri import SipURI, parse_uri
+
+log = Logger()
+
+
+def choose_scscf(name: str | None, capabilities: Sequence[str]) -> str | None:
+    """The S-CSCF to use: the one the HSS named, else the first of the
+    capabilities list (all our S-CSCFs offer the same capabilities)."""
+    if name:
+        return name
+    return capabilities[0] if capabilities else None
+
+
+def uar_status(outcome: cx.Outcome) -> tuple[int, str] | None:
+    """The SIP error for a failed UAA (TS 24.229 §5.3.1.2), None on success:
+    403 for an unknown, mismatched, barred or roaming-refused user, 480 for
+    anything else the HSS refused."""
+    if outcome.success:
+        return None
+    if outcome.experimental and outcome.code in (
+        CxResult.ERROR_USER_UNKNOWN,
+        CxResult.ERROR_IDENTITIES_DONT_MATCH,
+        CxResult.ERROR_ROAMING_NOT_ALLOWED,
+        CxResult.ERROR_IDENTITY_NOT_REGISTERED,
+    ):
+        return 403, "Forbidden"
+    if not outcome.experimental and outcome.code == 5003:  # DIAMETER_AUTHORIZATION_REJECTED
+        return 403, "Forbidden"
+    return 480, "HSS Refused"
+
+
+def lir_status(outcome: cx.Outcome) -> tuple[int, str] | None:
+    """The SIP error for a failed LIA (TS 24.229 §5.3.2.1), None on success."""
+    if outcome.success:
+        return None
+    if outcome.experimental and outcome.code == CxResult.ERROR_USER_UNKNOWN:
+        return 404, "Not Found"
+    if outcome.experimental and outcome.code == CxResult.ERROR_IDENTITY_NOT_REGISTERED:
+        return 480, "Temporarily Unavailable"
+    return 480, "HSS Refused"
+
+
+def target_of(name: str, default_transport: str = "UDP") -> Target:
+    uri = parse_uri(name)
+    if not isinstance(uri, SipURI):
+        raise SipParseError(f"S-CSCF name is not a SIP URI: {name}")
+    transport = (uri.transport or default_transport).upper()
+    return Target(transport, uri.host_bare, uri.port or 5060)
+
+
+@dataclass(frozen=True)
+class IcscfConfig:
+    realm: str = "ims.example.org"
+    origin: cx.Origin = cx.Origin("icscf.ims.example.org", "ims.example.org")
+    transport: str = "UDP"
+
+
+class Icscf:
+    def __init__(
+        self,
+        core: SipCore,
+        config: IcscfConfig,
+        cx_request: Callable[[DiameterMessage], Deferred[DiameterMessage]],
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.core = core
+        self.config = config
+        self.cx_request = cx_request
+        self.clock = clock
+        self.node: Any = None
+        self.sessions = cx.SessionIds(config.origin.host, clock())
+
+    def _submit(self, outputs: list[Output]) -> None:
+        if self.node is not None:
+            self.node.submit(outputs)
+
+    def on_event(self, event: Output, now: float) -> list[Output]:
+        if isinstance(event, IncomingAck):
+            return self.core.forward_ack(event.request, event.source, now)
+        if not isinstance(event, IncomingRequest):
+            return []
+        req = event.request
+        try:
+            if req.method == "REGISTER":
+                msg = self._uar(req)
+            else:
+                msg = cx.lir(self.config.origin, self.sessions.next(), self.config.realm, _aor(req))
+        except (SipParseError, ValueError) as exc:
+            return self.core.reply(event.ctx, 400, now, str(exc))
+        d = self.cx_request(msg)
+        d.addCallback(self._answered, event.ctx, req)
+        d.addErrback(self._failed, event.ctx)
+        return []
+
+    def _uar(self, req: Request) -> DiameterMessage:
+        impu = req.to.uri.aor()
+        impi = impu.split(":", 1)[-1]
+        value = req.get("Authorization")
+        if value is not None:
+            username = parse_auth(value).get("username")
+            if username:
+                impi = username
+        visited = req.get("P-Visited-Network-ID") or self.config.realm
+        expires = req.expires
+        contacts = req.contacts
+        dereg = (expires == 0 and all(c.param("expires") in (None, "0") for c in contacts)) or any(
+            c.param("expires") == "0" for c in contacts
+        )
+        kind = (
+            UserAuthorizationType.DE_REGISTRATION if dereg else UserAuthorizationType.REGISTRATION
+        )
+        return cx.uar(
+            self.config.origin,
+            self.sessions.next(),
+            self.config.realm,
+            impi,
+            impu,
+            visited.strip('"'),
+            auth_type=kind,
+        )
+
+    def _answered(self, ans: DiameterMessage, ctx: int, req: Request) -> None:
+        now = self.clock()
+        outcome = cx.outcome(ans)
+        error = uar_status(outcome) if req.method == "REGISTER" else lir_status(outcome)
+        name = choose_scscf(cx.server_name(ans), cx.server_capabilities(ans))
+        if error is not None or name is None:
+            status, reason = error or (480, "No S-CSCF Available")
+            self._submit(self.core.reply(ctx, status, now, reason))
+            return
+        try:
+            target = target_of(name, self.config.transport)
+        except SipParseError as exc:
+            self._submit(self.core.reply(ctx, 500, now, exc.reason))
+            return
+        self._submit(self.core.forward(ctx, req, now, target=target))
+
+    def _failed(self, failure: Any, ctx: int) -> None:
+        log.warn("Cx request failed: {why}", why=failure.getErrorMessage())
+        self._submit(self.core.reply(ctx, 480, self.clock(), "HSS Unavailable"))
+
+
+def _aor(req: Request) -> str:
+    uri = req.uri
+    if isinstance(uri, SipURI):
+        return uri.aor()
+    return str(uri)
+
+
+__all__ = ["Icscf", "IcscfConfig", "choose_scscf", "lir_status", "target_of", "uar_status"]

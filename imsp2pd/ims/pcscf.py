@@ -1,0 +1,277 @@
+"""The P-CSCF (TS 24.229 §5.2): the UE's first hop.
+
+At registration it adds Path, P-Visited-Network-ID and P-Charging-Vector,
+and from the 200 it learns the UE's Service-Route, its associated
+identities and its expiry, bound to the flow the UE registered over.
+On every later request from the UE it removes what a UE may not send
+(P-Asserted-Identity and the other trusted headers), inserts the asserted
+identity (the P-Preferred-Identity when it is one of the UE's, else the
+default one), generates a P-Charging-Vector and enforces the Service-Route;
+an unregistered UE gets 403.  Requests from the core towards the UE (they
+arrive on our Path entry) go back over the UE's own flow.
+
+:func:`sanitize_from_ue`, :func:`charging_vector`, :func:`asserted_identity`
+and :class:`UeTable` are pure; :class:`Pcscf` is the transaction user.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from imsp2pd.sip.errors import SipParseError
+from imsp2pd.sip.headers import parse_name_addr
+from imsp2pd.sip.message import Request, Response
+from imsp2pd.sip.proxy import (
+    BranchFailed,
+    BranchResponse,
+    IncomingAck,
+    IncomingRequest,
+    Output,
+    SipCore,
+    Source,
+    Target,
+)
+from imsp2pd.sip.uri import SipURI, parse_uri
+
+#: Headers only the network may set (RFC 3325, RFC 7315, TS 24.229 §5.2.6.3).
+UNTRUSTED_FROM_UE = (
+    "P-Asserted-Identity",
+    "P-Charging-Vector",
+    "P-Charging-Function-Addresses",
+    "P-Visited-Network-ID",
+    "P-Served-User",
+    "P-Called-Party-ID",
+    "P-Associated-URI",
+    "Service-Route",
+    "Path",
+)
+
+
+def sanitize_from_ue(request: Request) -> Request:
+    """The request without the headers a UE may not assert."""
+    out = request
+    for name in UNTRUSTED_FROM_UE:
+        out = out.remove_header(name)
+    return out
+
+
+def charging_vector(host: str, icid: str | None = None) -> str:
+    """A P-Charging-Vector with a fresh icid (RFC 7315 §4.6)."""
+    return f"icid-value={icid or secrets.token_hex(16)};icid-generated-at={host}"
+
+
+def asserted_identity(preferred: list[str], associated: tuple[str, ...]) -> str | None:
+    """The identity to assert: the first P-Preferred-Identity that belongs
+    to the UE, else its default (first) associated identity."""
+    wanted = set()
+    for value in preferred:
+        try:
+            wanted.add(parse_name_addr(value).uri.aor())
+        except SipParseError:
+            continue
+    for impu in associated:
+        if _aor(impu) in wanted:
+            return impu
+    return associated[0] if associated else None
+
+
+def _aor(text: str) -> str:
+    try:
+        return parse_uri(text).aor()
+    except SipParseError:
+        return text.lower()
+
+
+@dataclass(frozen=True)
+class UeBinding:
+    contact: str
+    source: Source
+    associated: tuple[str, ...]
+    service_route: tuple[str, ...]
+    expires_at: float
+
+
+def flow_key(source: Source) -> tuple[str, str, int, int | None]:
+    if source.flow is not None:
+        return (source.transport, "", 0, source.flow)
+    return (source.transport, source.host, source.port, None)
+
+
+class UeTable:
+    """Registered UEs by flow (or UDP address) and by contact."""
+
+    def __init__(self) -> None:
+        self.by_flow: dict[tuple[str, str, int, int | None], UeBinding] = {}
+        self.by_contact: dict[str, UeBinding] = {}
+
+    def put(self, b: UeBinding) -> None:
+        self.by_flow[flow_key(b.source)] = b
+        self.by_contact[_aor_contact(b.contact)] = b
+
+    def remove_contact(self, contact: str) -> None:
+        b = self.by_contact.pop(_aor_contact(contact), None)
+        if b is not None and self.by_flow.get(flow_key(b.source)) is b:
+            del self.by_flow[flow_key(b.source)]
+
+    def for_source(self, source: Source, now: float) -> UeBinding | None:
+        b = self.by_flow.get(flow_key(source))
+        return b if b is not None and b.expires_at > now else None
+
+    def for_contact(self, contact: str, now: float) -> UeBinding | None:
+        b = self.by_contact.get(_aor_contact(contact))
+        return b if b is not None and b.expires_at > now else None
+
+    def drop_flow(self, flow: int) -> None:
+        for key, b in list(self.by_flow.items()):
+            if key[3] == flow:
+                del self.by_flow[key]
+                if self.by_contact.get(_aor_contact(b.contact)) is b:
+                    del self.by_contact[_aor_contact(b.contact)]
+
+
+def _aor_contact(contact: str) -> str:
+    """A contact URI compared without its parameters."""
+    try:
+        uri = parse_uri(contact)
+    except SipParseError:
+        return contact.lower()
+    if isinstance(uri, SipURI):
+        return f"{uri.scheme.lower()}:{uri.user or ''}@{uri.host_bare}:{uri.port or 5060}"
+    return str(uri).lower()
+
+
+@dataclass(frozen=True)
+class PcscfConfig:
+    host: str = "127.0.0.1"
+    port: int = 4060
+    realm: str = "ims.example.org"
+    visited_network: str = "ims.example.org"
+    icscf: Target = Target("UDP", "127.0.0.1", 5060)
+
+
+class Pcscf:
+    def __init__(self, core: SipCore, config: PcscfConfig, *, clock: Callable[[], float]) -> None:
+        self.core = core
+        self.config = config
+        self.clock = clock
+        self.node: Any = None
+        self.ues = UeTable()
+        self._registering: dict[int, Source] = {}
+
+    @property
+    def path_uri(self) -> str:
+        return f"<sip:term@{self.config.host}:{self.config.port};lr>"
+
+    def on_event(self, event: Output, now: float) -> list[Output]:
+        if isinstance(event, IncomingRequest):
+            return self._request(event, now)
+        if isinstance(event, IncomingAck):
+            return self.core.forward_ack(sanitize_from_ue(event.request), event.source, now)
+        if isinstance(event, BranchResponse):
+            return self._register_response(event, now)
+        if isinstance(event, BranchFailed):
+            self._registering.pop(event.ctx, None)
+            status = 408 if event.reason == "timeout" else 500
+            return self.core.reply(event.ctx, status, now, "Next Hop Failed")
+        return []
+
+    def _request(self, event: IncomingRequest, now: float) -> list[Output]:
+        req = event.request
+        routes = req.get_all("Route")
+        if routes and self._is_our_path(routes[0]):
+            return self._terminating(event, now)
+        if req.method == "REGISTER":
+            return self._register(event, now)
+        ue = self.ues.for_source(event.source, now)
+        if ue is None:
+            return self.core.reply(event.ctx, 403, now, "Not Registered")
+        out = sanitize_from_ue(req)
+        identity = asserted_identity(req.get_all("P-Preferred-Identity"), ue.associated)
+        out = out.remove_header("P-Preferred-Identity")
+        if identity is not None:
+            out = out.append_header("P-Asserted-Identity", f"<{identity}>")
+        out = out.append_header("P-Charging-Vector", charging_vector(self.config.host))
+        # enforce the Service-Route learned at registration (TS 24.229 §5.2.6.3.3)
+        out = out.remove_header("Route")
+        for r in ue.service_route:
+            out = out.append_header("Route", r)
+        if not ue.service_route:
+            return self.core.reply(event.ctx, 403, now, "No Service-Route")
+        return self.core.forward(event.ctx, out, now, record_route=True)
+
+    def _is_our_path(self, value: str) -> bool:
+        try:
+            uri = parse_name_addr(value).uri
+        except SipParseError:
+            return False
+        return isinstance(uri, SipURI) and uri.user == "term" and self.core.is_local(uri)
+
+    def _register(self, event: IncomingRequest, now: float) -> list[Output]:
+        out = sanitize_from_ue(event.request).remove_header("Route")
+        out = out.prepend_header("Path", self.path_uri)
+        out = out.append_header("P-Visited-Network-ID", self.config.visited_network)
+        out = out.append_header("P-Charging-Vector", charging_vector(self.config.host))
+        supported = out.get_all("Supported")
+        if "path" not in [s.lower() for s in supported]:
+            out = out.append_header("Supported", "path")
+        self._registering[event.ctx] = event.source
+        return self.core.forward(event.ctx, out, now, intercept=True, target=self.config.icscf)
+
+    def _register_response(self, event: BranchResponse, now: float) -> list[Output]:
+        source = self._registering.pop(event.ctx, None)
+        resp = event.response
+        if source is not None and resp.status == 200:
+            self._learn(resp, source, now)
+        return self.core.relay_response(event.ctx, resp, now)
+
+    def _learn(self, resp: Response, source: Source, now: float) -> None:
+        service_route = tuple(resp.get_all("Service-Route"))
+        associated: list[str] = []
+        for value in resp.get_all("P-Associated-URI"):
+            try:
+                associated.append(str(parse_name_addr(value).uri))
+            except SipParseError:
+                continue
+        try:
+            contacts = resp.contacts
+        except SipParseError:
+            return
+        for na in contacts:
+            param = na.param("expires")
+            secs = int(param) if param and param.isdigit() else 0
+            contact = str(na.uri)
+            if secs == 0:
+                self.ues.remove_contact(contact)
+                continue
+            if not self._contact_is_from(contact, source):
+                continue
+            self.ues.put(UeBinding(contact, source, tuple(associated), service_route, now + secs))
+
+    @staticmethod
+    def _contact_is_from(contact: str, source: Source) -> bool:
+        """Bind only the contacts of this UE (TCP: any, its flow names it;
+        UDP: the contact's host must be the source address)."""
+        if source.reliable:
+            return True
+        try:
+            uri = parse_uri(contact)
+        except SipParseError:
+            return False
+        return isinstance(uri, SipURI) and uri.host_bare == source.host.lower()
+
+    def _terminating(self, event: IncomingRequest, now: float) -> list[Output]:
+        req = event.request
+        ue = self.ues.for_contact(str(req.uri), now)
+        if ue is None:
+            return self.core.reply(event.ctx, 480, now, "UE Not Reachable")
+        s = ue.source
+        target = Target(s.transport, s.host, s.port, s.flow)
+        out = req.remove_header("P-Charging-Function-Addresses")
+        return self.core.forward(event.ctx, out, now, record_route=True, target=target)
+
+    def flow_closed(self, flow: int) -> None:
+        """A UE's TCP/TLS connection went away: its binding is unusable."""
+        self.ues.drop_flow(flow)

@@ -1,0 +1,270 @@
+"""UE → P-CSCF → I-CSCF → S-CSCF → AS on real loopback sockets, with the
+HSS's Cx logic on a real SQLite store: registration (digest MD5, AKA),
+asserted identity and charging vector at the AS, terminating routing back
+to the UE, third-party REGISTER, and the refusals."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from imsp2pd.diameter.dictionary import default_dictionary
+from imsp2pd.diameter.message import Message, decode_message
+from imsp2pd.ims import milenage
+from imsp2pd.ims.hss import MIGRATIONS as HSS_MIGRATIONS
+from imsp2pd.ims.hss import Hss, HssConfig, content_ifcs, ifc_documents
+from imsp2pd.ims.icscf import Icscf, IcscfConfig
+from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
+from imsp2pd.ims.scscf import MIGRATIONS as SCSCF_MIGRATIONS
+from imsp2pd.ims.scscf import Scscf, ScscfConfig
+from imsp2pd.sip.digest import aka_nonce_parts
+from imsp2pd.sip.headers import parse_auth
+from imsp2pd.sip.message import Request, Response
+from imsp2pd.sip.proxy import LocalAddress, SipCore, Source, Target
+from imsp2pd.sip.transport import SipNode
+from imsp2pd.sip.ua import UserAgent, build_request
+from imsp2pd.store import SQLiteStore
+
+D = default_dictionary()
+REALM = "ims.example.org"
+PSI = "sip:content@ims.example.org"
+K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
+OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")
+
+
+class _Null:
+    def on_event(self, event: Any, now: float) -> list[Any]:
+        return []
+
+
+class ChainTests(unittest.TestCase):
+    timeout = 60
+
+    def node(self) -> tuple[SipNode, SipCore, int]:
+        core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        node = SipNode(reactor, core, _Null())
+        port = node.listen_udp(0).getHost().port
+        node.listen_tcp(port)
+        core.addresses[:] = [
+            LocalAddress("UDP", "127.0.0.1", port),
+            LocalAddress("TCP", "127.0.0.1", port),
+        ]
+        self.nodes.append(node)
+        return node, core, port
+
+    def setUp(self) -> None:
+        self.nodes: list[SipNode] = []
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        self.store = SQLiteStore(tmp / "lab.sqlite")
+        self.store.migrate([*HSS_MIGRATIONS, *SCSCF_MIGRATIONS])
+        p_node, p_core, self.p_port = self.node()
+        i_node, i_core, i_port = self.node()
+        s_node, s_core, s_port = self.node()
+        as_node, as_core, as_port = self.node()
+        ue_node, ue_core, self.ue_port = self.node()
+        self.s_port = s_port
+        self.hss = Hss(HssConfig(scscf_names=(f"sip:127.0.0.1:{s_port}",)), self.store)
+        as_uri = f"sip:127.0.0.1:{as_port};transport=tcp"
+
+        def provision(txn: Any) -> None:
+            ifcs = ifc_documents(content_ifcs(PSI, as_uri))
+            self.hss.put_subscriber(
+                txn,
+                "alice@ims.example.org",
+                ["sip:alice@ims.example.org"],
+                password="alice-pass",
+                ifcs=ifcs,
+            )
+            self.hss.put_subscriber(
+                txn, "bob@ims.example.org", ["sip:bob@ims.example.org"], password="bob-pass",
+                aka={"k": K.hex(), "op": OP.hex(), "amf": "8000"}, ifcs=ifcs,
+            )  # fmt: skip
+            self.hss.put_psi(txn, PSI, as_uri)
+
+        self.store.transact_now(provision)
+        self.cx_log: list[int] = []
+
+        def cx_request(msg: Message) -> defer.Deferred[Message]:
+            self.cx_log.append(msg.code)
+            req = decode_message(msg.encode(), D)
+            ans = self.store.transact_now(lambda txn: self.hss.process(txn, req))
+            return defer.succeed(decode_message(ans.encode(), D))
+
+        self.pcscf = Pcscf(
+            p_core,
+            PcscfConfig(port=self.p_port, icscf=Target("UDP", "127.0.0.1", i_port)),
+            clock=reactor.seconds,
+        )
+        self.icscf = Icscf(i_core, IcscfConfig(), cx_request, clock=reactor.seconds)
+        self.scscf = Scscf(
+            s_core,
+            ScscfConfig(
+                port=s_port,
+                server_name=f"sip:127.0.0.1:{s_port}",
+                icscf=Target("UDP", "127.0.0.1", i_port),
+            ),
+            cx_request,
+            store=self.store,
+            clock=reactor.seconds,
+        )
+        for node, tu in ((p_node, self.pcscf), (i_node, self.icscf), (s_node, self.scscf)):
+            node.tu = tu
+            tu.node = node
+        p_node.flow_listeners.append(self.pcscf.flow_closed)
+        self.as_ua = UserAgent(as_core)
+        self.as_ua.node = as_node
+        as_node.tu = self.as_ua
+        self.ue = UserAgent(ue_core)
+        self.ue.node = ue_node
+        ue_node.tu = self.ue
+        self.at_as: list[Request] = []
+        self.at_ue: list[Request] = []
+
+        def as_message(request: Request, source: Source) -> int:
+            self.at_as.append(request)
+            return 200
+
+        self.as_ua.on("MESSAGE", as_message)
+        self.as_ua.on("REGISTER", as_message)
+        self.ue.on("MESSAGE", lambda request, source: self.at_ue.append(request) or 200)  # type: ignore[func-returns-value]
+        self.to_p = Target("UDP", "127.0.0.1", self.p_port)
+
+    def tearDown(self) -> defer.Deferred[Any]:
+        d = defer.gatherResults([n.stop() for n in self.nodes])
+        d.addBoth(lambda _: self.store.close())
+        return d
+
+    def register(
+        self,
+        user: str = "alice",
+        password: str | bytes = "alice-pass",
+        expires: int = 600,
+        auth: str | None = None,
+    ) -> defer.Deferred[Response]:
+        req = build_request(
+            "REGISTER",
+            "sip:ims.example.org",
+            from_uri=f"sip:{user}@ims.example.org",
+            contact=f"<sip:{user}@127.0.0.1:{self.ue_port}>",
+            extra=(("Expires", str(expires)),) + ((("Authorization", auth),) if auth else ()),
+        )
+        return self.ue.request(
+            req, target=self.to_p, credentials=(f"{user}@ims.example.org", password)
+        )
+
+    @defer.inlineCallbacks
+    def test_register_purchase_message_and_grant_back(self) -> Any:
+        resp = yield self.register()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.get_all("Path"), [f"<sip:term@127.0.0.1:{self.p_port};lr>"])
+        self.assertEqual(resp.get_all("Service-Route"), [f"<sip:orig@127.0.0.1:{self.s_port};lr>"])
+        self.assertEqual(resp.get_all("P-Associated-URI"), ["<sip:alice@ims.example.org>"])
+        self.assertIn(";expires=", resp.get("Contact") or "")
+        # durable before the 200, and the HSS knows the assignment
+        docs = self.store.transact_now(lambda txn: txn.find("scscf_registrations"))
+        self.assertEqual([k for k, _ in docs], ["sip:alice@ims.example.org"])
+        # third-party REGISTER to the AS (iFC priority 1)
+        yield _wait(lambda: any(r.method == "REGISTER" for r in self.at_as))
+        # the purchase MESSAGE with a forged identity
+        msg = build_request(
+            "MESSAGE", PSI, from_uri="sip:alice@ims.example.org", body=b'{"purchase_id": "p1"}',
+            content_type="application/vnd.imsp2p.purchase+json",
+            extra=(("P-Asserted-Identity", "<sip:carol@ims.example.org>"), ("P-Charging-Vector", "icid-value=forged")),
+        )  # fmt: skip
+        resp = yield self.ue.request(msg, target=self.to_p)
+        self.assertEqual(resp.status, 200)
+        purchase = [r for r in self.at_as if r.method == "MESSAGE"][0]
+        self.assertEqual(purchase.get_all("P-Asserted-Identity"), ["<sip:alice@ims.example.org>"])
+        icid = purchase.get("P-Charging-Vector") or ""
+        self.assertTrue(icid.startswith("icid-value=") and "forged" not in icid)
+        self.assertEqual(purchase.body, b'{"purchase_id": "p1"}')
+        # the grant goes back from the PSI to alice's registered contact
+        grant = build_request(
+            "MESSAGE",
+            "sip:alice@ims.example.org",
+            from_uri=PSI,
+            body=b"grant",
+            content_type="application/vnd.imsp2p.grant+json",
+        )
+        resp = yield self.as_ua.request(grant, target=Target("UDP", "127.0.0.1", self.s_port))
+        self.assertEqual(resp.status, 200)
+        self.assertEqual([r.body for r in self.at_ue], [b"grant"])
+        self.assertEqual(self.at_ue[0].get("P-Called-Party-ID"), "<sip:alice@ims.example.org>")
+        # de-registration removes the binding everywhere
+        resp = yield self.register(expires=0)
+        self.assertEqual(resp.status, 200)
+        self.assertIsNone(self.scscf.registrar.find("sip:alice@ims.example.org"))
+        self.assertEqual(self.store.transact_now(lambda txn: txn.find("scscf_registrations")), [])
+
+    @defer.inlineCallbacks
+    def test_wrong_password_is_403_and_nothing_stored(self) -> Any:
+        resp = yield self.register(password="wrong")
+        self.assertEqual(resp.status, 403)
+        self.assertEqual(self.scscf.registrar.by_impu, {})
+        self.assertEqual(self.store.transact_now(lambda txn: txn.find("scscf_registrations")), [])
+        self.assertEqual(self.pcscf.ues.by_flow, {})
+
+    @defer.inlineCallbacks
+    def test_unknown_user_and_unregistered_ue(self) -> Any:
+        resp = yield self.register(user="mallory", password="x")
+        self.assertEqual(resp.status, 403)
+        msg = build_request("MESSAGE", PSI, from_uri="sip:alice@ims.example.org", body=b"x")
+        resp = yield self.ue.request(msg, target=self.to_p)
+        self.assertEqual(resp.status, 403)
+        self.assertEqual(self.at_as, [])
+
+    @defer.inlineCallbacks
+    def test_aka_registration(self) -> Any:
+        # the UE's first REGISTER names AKA (an empty Authorization, TS 24.229 5.1.1.2)
+        first = 'Digest username="bob@ims.example.org", realm="ims.example.org", nonce="", uri="sip:ims.example.org", response="", algorithm=AKAv1-MD5'
+        req = build_request(
+            "REGISTER", "sip:ims.example.org", from_uri="sip:bob@ims.example.org",
+            contact=f"<sip:bob@127.0.0.1:{self.ue_port}>", extra=(("Expires", "600"), ("Authorization", first)),
+        )  # fmt: skip
+        resp = yield self.ue.request(req, target=self.to_p)
+        self.assertEqual((resp.status, resp.reason), (401, "Unauthorized"))
+        chal = parse_auth(resp.get("WWW-Authenticate") or "")
+        self.assertEqual(chal.get("algorithm"), "AKAv1-MD5")
+        rand, autn = aka_nonce_parts(chal.get("nonce") or "")
+        res = _isim(rand, autn)
+        from imsp2pd.sip.digest import answer_challenge
+
+        auth = answer_challenge(
+            chal,
+            method="REGISTER",
+            uri="sip:ims.example.org",
+            username="bob@ims.example.org",
+            password=res,
+        )
+        again = req.replace_header("Authorization", str(auth)).replace_header("CSeq", "2 REGISTER")
+        resp = yield self.ue.request(again, target=self.to_p)
+        self.assertEqual(resp.status, 200)
+        self.assertIsNotNone(self.scscf.registrar.find("sip:bob@ims.example.org"))
+        self.assertTrue(base64.b64decode(chal.get("nonce") or ""))
+
+
+def _isim(rand: bytes, autn: bytes) -> bytes:
+    """What the UE's ISIM computes: check AUTN, return RES."""
+    _sqn, res, _ck, _ik = milenage.verify_autn(K, milenage.compute_opc(K, OP), rand, autn)
+    return res
+
+
+def _wait(cond: Any, timeout: float = 5.0) -> defer.Deferred[None]:
+    d: defer.Deferred[None] = defer.Deferred()
+    start = reactor.seconds()
+
+    def poll() -> None:
+        if cond():
+            d.callback(None)
+        elif reactor.seconds() - start > timeout:
+            d.errback(AssertionError("condition not met in time"))
+        else:
+            reactor.callLater(0.02, poll)
+
+    poll()
+    return d
