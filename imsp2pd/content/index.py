@@ -3,14 +3,15 @@
 Pages (HTML, rendered on the server, no script at all, every provider text
 escaped, a strict Content-Security-Policy and no external asset):
 
-``/``                              the catalogue: listed assets, ``?genre=`` filters
+``/``                              the catalogue: listed assets, newest first, ``?genre=``
+                                   filters, ``?page=`` pages
 ``/assets/{doi}``                  one asset: title, description, offers and prices,
                                    swarm health, purchase links, the .torrent
 ``/torrents/{infohash}.torrent``   the .torrent of a listed asset (application/x-bittorrent)
 ``/dashboard``                     the operator's view: each swarm's health over time,
                                    an SVG chart drawn here (seeders, leechers,
                                    the origin's share of the upload)
-``/api/assets``                    JSON list (``?genre=``, ``?series=``)
+``/api/assets``                    JSON list (``?genre=``, ``?series=``, ``?offset=``, ``?limit=``)
 ``/api/assets/{doi}``              JSON of one listed asset, with its latest swarm health
 
 On the control port: ``GET /admin/content`` (every asset, any state, with its
@@ -712,6 +713,8 @@ class IndexSettings:
     base_url: str = "http://127.0.0.1:8080"
     site_name: str = "imsp2p content"
     dashboard: bool = True
+    page_size: int = 50  # assets per catalogue page
+    api_limit: int = 1000  # most assets per JSON answer
 
 
 def _all(*ds: Deferred[Any]) -> Deferred[list[Any]]:
@@ -749,6 +752,32 @@ def _rights_text(offer: Offer) -> str:
         parts.append(f"{r.plays} play(s)")
     parts.append(f"{r.devices} device(s)")
     return ", ".join(parts)
+
+
+def _int_arg(req: WebRequest, name: str, default: int, lo: int, hi: int) -> int:
+    raw = req.arg(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise HttpError(400, "bad_request", f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def _pager(page: int, pages: int, genre: str | None) -> str:
+    def href(n: int) -> str:
+        query = {"genre": genre} if genre is not None else {}
+        if n > 1:
+            query["page"] = str(n)
+        return "/" + ("?" + urlencode(query) if query else "")
+
+    parts = ['<p class="pager">']
+    if page > 1:
+        parts.append(f'<a rel="prev" href="{_e(href(page - 1))}">Newer</a> ')
+    parts.append(f"page {page} of {pages}")
+    if page < pages:
+        parts.append(f' <a rel="next" href="{_e(href(page + 1))}">Older</a>')
+    parts.append("</p>")
+    return "".join(parts)
 
 
 def _health_html(sample: Sample | None, now: float) -> str:
@@ -893,7 +922,14 @@ class IndexSite:
         def render(results: list[Any]) -> Response:
             every, genres = results
             self._listed(every)
-            assets = [a for a in every if genre is None or a.genre == genre]
+            matching = [a for a in every if genre is None or a.genre == genre]
+            size = self.settings.page_size
+            pages = max(1, -(-len(matching) // size))
+            try:
+                page = min(_int_arg(req, "page", 1, 1, 1_000_000), pages)
+            except HttpError:
+                page = 1
+            assets = matching[(page - 1) * size : page * size]
             current = ' class="current"'
             links = [f'<a href="/"{current if genre is None else ""}>All</a>']
             for name, n in genres:
@@ -916,6 +952,8 @@ class IndexSite:
                         f'<div class="meta">{meta}</div></li>'
                     )
                 body.append("</ul>")
+            if pages > 1:
+                body.append(_pager(page, pages, genre))
             return self._page(heading, "".join(body))
 
         return d.addCallback(render)
@@ -1039,13 +1077,21 @@ class IndexSite:
     # -- JSON API ---------------------------------------------------------------
 
     def api_assets(self, req: WebRequest) -> Deferred[dict[str, Any]]:
+        """Listed assets, newest first: ``?genre=``, ``?series=``, ``?offset=``, ``?limit=``."""
         self.views.inc(page="api")
         genre, series = req.arg("genre") or None, req.arg("series") or None
+        cap = self.settings.api_limit
+        offset = _int_arg(req, "offset", 0, 0, 10**9)
+        limit = _int_arg(req, "limit", cap, 1, cap)
 
         def render(assets: list[Asset]) -> dict[str, Any]:
             if genre is None and series is None:
                 self._listed(assets)
-            return {"assets": [self._asset_json(a) for a in assets]}
+            return {
+                "total": len(assets),
+                "offset": offset,
+                "assets": [self._asset_json(a) for a in assets[offset : offset + limit]],
+            }
 
         return self.catalogue.listed(genre=genre, series=series).addCallback(render)
 

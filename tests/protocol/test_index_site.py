@@ -232,6 +232,32 @@ class CatalogueAndAssetPageTests(SiteTestsBase):
             self.assertEqual(status, 404, path)
             self.assertIn("Not found", page)
 
+    def test_catalogue_pages(self) -> None:
+        small = IndexSite(
+            self.catalogue,
+            self.monitor,
+            IndexSettings(psi=PSI, page_size=1, api_limit=1),
+            Registry(),
+            self.clock.seconds,
+        )
+        first = fired(small.router.dispatch(request("GET", "/"))).body.decode()
+        self.assertEqual(first.count('<li class="asset"'), 1)
+        self.assertIn("Cats", first)  # newest first
+        self.assertIn('page 1 of 2 <a rel="next" href="/?page=2">Older</a>', first)
+        last = fired(small.router.dispatch(request("GET", "/?page=2"))).body.decode()
+        self.assertIn("Night Train", last)
+        self.assertIn('<a rel="prev" href="/">Newer</a> page 2 of 2', last)
+        for odd in ("/?page=99", "/?page=x"):
+            page = fired(small.router.dispatch(request("GET", odd))).body.decode()
+            self.assertEqual(page.count('<li class="asset"'), 1, odd)
+        one = fired(small.router.dispatch(request("GET", "/?genre=drama"))).body.decode()
+        self.assertNotIn("pager", one)
+        body = json.loads(fired(small.router.dispatch(request("GET", "/api/assets?offset=1"))).body)
+        self.assertEqual((body["total"], body["offset"]), (2, 1))
+        self.assertEqual([a["doi"] for a in body["assets"]], ["10.5555/night-train"])
+        r = fired(small.router.dispatch(request("GET", "/api/assets?limit=2")))
+        self.assertEqual((r.status, json.loads(r.body)["error"]), (400, "bad_request"))
+
     def test_static_files(self) -> None:
         css = self.get("/static/index.css")
         self.assertEqual((css.status, css.content_type), (200, "text/css; charset=utf-8"))
