@@ -59,7 +59,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
-from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.error import ConnectError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -479,7 +486,8 @@ class SwarmMonitor:
     """Samples swarm health and keeps the last ``history`` samples of each swarm.
 
     At most ``max_swarms`` swarms are remembered (the least recently sampled
-    go first); one scrape per swarm is in flight at a time.
+    go first); one request per swarm is in flight at a time, and a round of
+    :meth:`sample_all` has at most ``concurrency`` requests out at once.
     """
 
     def __init__(
@@ -490,9 +498,10 @@ class SwarmMonitor:
         max_age: float = 30.0,
         max_swarms: int = 10_000,
         on_sample: Callable[[Sample], None] | None = None,
+        concurrency: int = 8,
     ) -> None:
-        if history < 1 or max_swarms < 1:
-            raise ValueError("history and max_swarms must be positive")
+        if history < 1 or max_swarms < 1 or concurrency < 1:
+            raise ValueError("history, max_swarms and concurrency must be positive")
         self.source = source
         self.clock = clock
         self.history_size = history
@@ -501,6 +510,7 @@ class SwarmMonitor:
         self.on_sample = on_sample
         self._rings: OrderedDict[str, deque[Sample]] = OrderedDict()
         self._in_flight: dict[str, list[Deferred[Sample]]] = {}
+        self._round = DeferredSemaphore(concurrency)
 
     def latest(self, info_hash: str) -> Sample | None:
         ring = self._rings.get(info_hash)
@@ -571,7 +581,8 @@ class SwarmMonitor:
         keep = {a.info_hash for a in assets}
         for ih in [ih for ih in self._rings if ih not in keep]:
             del self._rings[ih]
-        return gatherResults([self.sample(a) for a in assets])
+        # a round asks at most ``concurrency`` trackers at once
+        return gatherResults([self._round.run(self.sample, a) for a in assets])
 
 
 # -- the chart -------------------------------------------------------------------

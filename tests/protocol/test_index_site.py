@@ -423,6 +423,20 @@ class MonitorTests(TestCase):
         m = SwarmMonitor(Broken(), self.clock.seconds)
         self.assertIsNone(fired(m.sample(self.asset)).health)
 
+    def test_a_round_asks_a_few_trackers_at_a_time(self) -> None:
+        m = SwarmMonitor(self.source, self.clock.seconds, concurrency=2)
+        assets = [_asset(c * 40) for c in "abcde"]
+        waiting = {a.info_hash: Deferred() for a in assets}
+        self.source.answers.update(waiting)
+        done = m.sample_all(assets)
+        self.assertEqual(self.source.asked, ["a" * 40, "b" * 40])
+        waiting["a" * 40].callback(SwarmHealth(1, 0, 0))
+        self.assertEqual(self.source.asked, ["a" * 40, "b" * 40, "c" * 40])
+        for ih in ("b", "c", "d", "e"):
+            waiting[ih * 40].callback(None)
+        self.assertEqual(len(fired(done)), 5)
+        self.assertEqual(len(self.source.asked), 5)
+
     def test_swarms_are_bounded_and_forgotten(self) -> None:
         m = SwarmMonitor(self.source, self.clock.seconds, max_swarms=2)
         assets = [_asset(c * 40) for c in "abc"]
