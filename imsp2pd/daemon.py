@@ -9,6 +9,7 @@ service starts (after any fork), before the roles start.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,12 +116,23 @@ class RoleService(MultiService):
         return super().stopService()
 
 
+def unique_migrations(migrations: Iterable[Migration]) -> list[Migration]:
+    """Migrations in order, each once: roles that share collections (the AS and
+    the index share the catalogue) both declare their migrations."""
+    seen: dict[str, Migration] = {}
+    for m in migrations:
+        if m.id in seen and seen[m.id] is not m and seen[m.id] != m:
+            raise ConfigError(f"two different store migrations are named {m.id!r}")
+        seen.setdefault(m.id, m)
+    return list(seen.values())
+
+
 def build(p: Plan, reactor: Any, control_endpoint: str | None = None) -> MultiService:
     """The whole process: store, control port, then every role."""
     config = p.config
     top = MultiService()
     store = SQLiteStore(config.state_path(config["daemon"]["store"]), reactor)
-    migrations = [m for role in p.roles for m in role.migrations()]
+    migrations = unique_migrations(m for role in p.roles for m in role.migrations())
     StoreService(store, migrations, reactor).setServiceParent(top)
 
     metrics = Registry()

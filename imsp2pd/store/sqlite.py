@@ -142,6 +142,7 @@ class SQLiteStore:
         self._known: dict[str, tuple[str, ...]] = {}
         self._pool: ThreadPool | None = None
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     def open(self) -> None:
         """Open the file (made if missing). Called lazily; never before a fork."""
@@ -172,6 +173,8 @@ class SQLiteStore:
     # -- transactions ---------------------------------------------------------
 
     def _run(self, fn: Callable[[_SQLiteTxn], T]) -> T:
+        if self._closed:
+            raise StoreError(f"store: {self.path} is closed")
         with self._lock:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
@@ -187,7 +190,7 @@ class SQLiteStore:
         return self._run(fn)
 
     def transact(self, fn: Callable[[Any], T]) -> Deferred[T]:
-        if self._reactor is None:
+        if self._reactor is None or self._closed:
             try:
                 return succeed(self._run(fn))
             except Exception:
@@ -200,6 +203,7 @@ class SQLiteStore:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
+        self._closed = False
         self.open()
         if self._reactor is None or self._pool is not None:
             return
@@ -208,6 +212,7 @@ class SQLiteStore:
         self._reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
     def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()

@@ -87,3 +87,16 @@ class BuildTests(TestCase):
         self.assertEqual(str(e.exception), "unknown role 'nope' (known roles: echo, first, or all)")
         with self.assertRaises(ConfigError):
             select_roles(" , ", self.roles)
+
+
+class MigrationListTests(TestCase):
+    def test_shared_migrations_are_applied_once(self) -> None:
+        from imsp2pd.daemon import unique_migrations
+
+        a = Migration("shared-0001", (Collection("x"),))
+        b = Migration("own-0001", (Collection("y"),))
+        self.assertEqual(
+            unique_migrations([a, b, Migration("shared-0001", (Collection("x"),))]), [a, b]
+        )
+        with self.assertRaises(ConfigError):
+            unique_migrations([a, Migration("shared-0001", (Collection("z"),))])

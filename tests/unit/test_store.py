@@ -98,3 +98,13 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
     p.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="cannot open"):
         SQLiteStore(p).open()
+
+
+def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    s = make(tmp_path)
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.transact_now(lambda t: t.get("things", "a"))
+    errors: list = []
+    s.transact(lambda t: t.get("things", "a")).addErrback(errors.append)
+    assert errors[0].check(StoreError)
