@@ -83,3 +83,66 @@ class DrmBackend:
     def revoke_doi(self, doi: str, reason: str) -> Deferred[None]:
         body = {"kind": "doi", "value": doi, "reason": reason}
         return self._call("POST", "/revocations", body, f"revoke {doi}").addCallback(lambda _: None)
+
+
+class TrackerSwarms:
+    """The operator's trackers through their admin API (``/admin/swarms``).
+
+    ``trackers`` maps each tracker's base URL (what announce URLs start with)
+    to a client of the control port that serves its admin API.
+    """
+
+    def __init__(self, trackers: dict[str, JsonClient]) -> None:
+        if not trackers:
+            raise ValueError("the AS needs at least one tracker")
+        self.trackers = trackers
+
+    def _client(self, tracker: str) -> JsonClient:
+        client = self.trackers.get(tracker.rstrip("/"))
+        if client is None:
+            raise BackendDown(f"no admin API known for tracker {tracker}")
+        return client
+
+    def _call(self, tracker: str, method: str, path: str, body: Any = None) -> Deferred[Any]:
+        what = f"tracker {tracker}"
+        d = self._client(tracker).request(method, path, body)
+        return d.addCallbacks(_check, _down, callbackArgs=(what,), errbackArgs=(what,))
+
+    def load(self, tracker: str) -> Deferred[int]:
+        """Peers in all the tracker's swarms."""
+
+        def total(body: dict[str, Any]) -> int:
+            return sum(int(s["seeders"]) + int(s["leechers"]) for s in body["swarms"])
+
+        return self._call(tracker, "GET", "/admin/swarms").addCallback(total)
+
+    def least_loaded(self) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._least_loaded())
+
+    async def _least_loaded(self) -> str:
+        loads: list[tuple[int, str]] = []
+        for tracker in self.trackers:
+            try:
+                loads.append((await self.load(tracker), tracker))
+            except BackendDown:
+                continue  # a tracker that does not answer takes no new swarms
+        if not loads:
+            raise BackendDown("no tracker answers")
+        return min(loads)[1]
+
+    def register(self, tracker: str, info_hash: str, doi: str) -> Deferred[None]:
+        body = {"info_hash": info_hash, "doi": doi, "state": "muted"}
+        return self._call(tracker, "POST", "/admin/swarms", body).addCallback(lambda _: None)
+
+    def stats(self, tracker: str, info_hash: str) -> Deferred[dict[str, Any]]:
+        return self._call(tracker, "GET", f"/admin/swarms/{info_hash}")
+
+    def unmute(self, tracker: str, info_hash: str) -> Deferred[None]:
+        return self._action(tracker, info_hash, "unmute")
+
+    def disable(self, tracker: str, info_hash: str) -> Deferred[None]:
+        return self._action(tracker, info_hash, "disable")
+
+    def _action(self, tracker: str, info_hash: str, action: str) -> Deferred[None]:
+        d = self._call(tracker, "POST", f"/admin/swarms/{info_hash}/{action}")
+        return d.addCallback(lambda _: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -94,3 +95,84 @@ class DrmBackendTests(TestCase):
         yield self.drm.revoke_doi(doi, "taken down")
         reply = yield self.client.get("/revocations?since=0")
         self.assertIn(doi, [e["value"] for e in reply.json()["revocations"]])
+
+
+class TrackerSwarmsTests(TestCase):
+    """The AS's tracker back end against two real tracker roles' admin APIs."""
+
+    def start_tracker(self, name: str):
+        from imsp2pd.web import make_site
+
+        base = Path(self.mktemp()).resolve()
+        (base / "etc").mkdir(parents=True)
+        cfg = base / "etc" / "imsp2pd.toml"
+        cfg.write_text(
+            '[daemon]\nstate_dir = "../var"\n[admin]\ntoken = "adm"\n'
+            '[tracker]\nlisten = "127.0.0.1:0"\nrevocations = "off"\n'
+        )
+        known = discover_roles()
+        config = load_config(cfg, role_schemas(known))
+        role = known["tracker"]
+        store = SQLiteStore(config.state_path("db.sqlite"), reactor)
+        store.migrate(role.migrations())
+        self.addCleanup(store.close)
+        hub = Hub(reactor, config, store, Registry(), Router(token="adm", auth_prefix="/admin/"))
+        service = role.build(config, store, reactor, hub)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = reactor.listenTCP(0, make_site(hub.admin, reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = JsonClient(reactor, f"http://127.0.0.1:{port.getHost().port}", token="adm")
+        self.addCleanup(client.close)
+        return f"http://{name}", client, hub.lookup("tracker")
+
+    @inlineCallbacks
+    def test_least_loaded_register_unmute_disable(self):
+        from imsp2pd.content.backends import TrackerSwarms
+        from imsp2pd.content.purchase import BackendDown
+
+        a, client_a, _ = self.start_tracker("a:6969")
+        b, client_b, _ = self.start_tracker("b:6969")
+        swarms = TrackerSwarms({a: client_a, b: client_b})
+        yield swarms.register(a, "11" * 20, "10.5555/one")
+        self.assertEqual((yield swarms.least_loaded()), a)  # a tie goes to the first
+        yield swarms.register(b, "22" * 20, "10.5555/two")
+        stats = yield swarms.stats(b, "22" * 20)
+        self.assertEqual((stats["state"], stats["doi"]), ("muted", "10.5555/two"))
+        yield swarms.unmute(b, "22" * 20)
+        self.assertEqual((yield swarms.stats(b, "22" * 20))["state"], "active")
+        yield swarms.disable(b, "22" * 20)
+        self.assertEqual((yield swarms.stats(b, "22" * 20))["state"], "disabled")
+        with self.assertRaises(UnknownContent):
+            yield swarms.stats(b, "33" * 20)
+        dead = TrackerSwarms(
+            {"http://c:6969": JsonClient(reactor, "http://127.0.0.1:1", timeout=2)}
+        )
+        with self.assertRaises(BackendDown):
+            yield dead.least_loaded()
+
+
+class FakeAdmin:
+    def __init__(self, peers: int | None) -> None:
+        self.peers = peers
+
+    def request(self, method, path, body=None):
+        from twisted.internet.defer import fail, succeed
+
+        from imsp2pd.httpclient import Reply, Unreachable
+
+        if self.peers is None:
+            return fail(Unreachable("down"))
+        swarms = [{"seeders": self.peers, "leechers": 1}]
+        return succeed(Reply(200, json.dumps({"swarms": swarms}).encode(), "application/json"))
+
+
+def test_least_loaded_skips_trackers_that_do_not_answer() -> None:
+    from imsp2pd.content.backends import TrackerSwarms
+
+    swarms = TrackerSwarms(
+        {"http://a": FakeAdmin(9), "http://b": FakeAdmin(None), "http://c": FakeAdmin(2)}
+    )
+    out: list = []
+    swarms.least_loaded().addCallback(out.append)
+    assert out == ["http://c"]
