@@ -12,7 +12,7 @@ metadata exchange).
 
 **Piece length.** Chosen from the total size as a power of two between
 256 KiB and 4 MiB (about 1,024 pieces), or given (a multiple of 16 KiB
-between 16 KiB and 16 MiB, so that a protected file's piece length read from
+between 16 KiB and 64 MiB, so that a protected file's piece length read from
 its container header can be used as is).
 
 **Parsing** (:func:`parse_metainfo`) is strict and raises one
@@ -48,7 +48,7 @@ __all__ = [
 BLOCK_SIZE = 16 * 1024
 MIN_AUTO_PIECE = 256 * 1024
 MAX_AUTO_PIECE = 4 * 1024 * 1024
-MAX_PIECE = 16 * 1024 * 1024
+MAX_PIECE = 64 * 1024 * 1024
 MAX_TORRENT_BYTES = 32 * 1024 * 1024
 MAX_TOTAL_LENGTH = 2**50
 MAX_FILES = 100_000
@@ -153,7 +153,7 @@ def choose_piece_length(total: int) -> int:
 def _check_given_piece_length(n: int) -> None:
     if type(n) is not int or n < BLOCK_SIZE or n > MAX_PIECE or n % BLOCK_SIZE:
         raise MetainfoError(
-            f"piece length {n!r} must be a multiple of 16 KiB between 16 KiB and 16 MiB"
+            f"piece length {n!r} must be a multiple of 16 KiB between 16 KiB and 64 MiB"
         )
 
 
@@ -334,7 +334,7 @@ def parse_metainfo(data: bytes) -> Metainfo:
     if not isinstance(info, dict):
         raise MetainfoError("info must be a dictionary")
     name = _component(info.get(b"name"), "info.name")
-    piece_length = _int(info.get(b"piece length"), "info.piece length", BLOCK_SIZE, MAX_PIECE * 4)
+    piece_length = _int(info.get(b"piece length"), "info.piece length", BLOCK_SIZE, MAX_PIECE)
     if piece_length % BLOCK_SIZE:
         raise MetainfoError("info.piece length must be a multiple of 16 KiB")
     pieces = info.get(b"pieces")

@@ -430,11 +430,13 @@ class Tracker:
     ) -> None:
         self.verifier = verifier
         self.config = config or TrackerConfig()
-        self.revocations: RevocationChecker = revocations or NoRevocations()
+        self.revocations: RevocationChecker = (
+            revocations if revocations is not None else NoRevocations()
+        )
         self._rng = rng or random.Random()
         self._swarms: dict[bytes, _Swarm] = {}
         self._npeers = 0
-        self._on_failure = on_failure
+        self.on_failure = on_failure
 
     # -- registry --------------------------------------------------------
 
@@ -550,8 +552,8 @@ class Tracker:
     # -- announce --------------------------------------------------------
 
     def _fail(self, code: FailureCode, message: str) -> TrackerFailure:
-        if self._on_failure is not None:
-            self._on_failure(code)
+        if self.on_failure is not None:
+            self.on_failure(code)
         return TrackerFailure(code, message)
 
     def _admit(

@@ -101,7 +101,7 @@ def test_directory_and_options(tmp_path: Path) -> None:
     assert b"private" not in bdecode(m.to_bytes())[b"info"]
 
 
-@pytest.mark.parametrize("piece_length", [1000, 8 * KiB, 32 * MiB, 24 * KiB + 1])
+@pytest.mark.parametrize("piece_length", [1000, 8 * KiB, 128 * MiB, 24 * KiB + 1])
 def test_bad_given_piece_length(tmp_path: Path, piece_length: int) -> None:
     (tmp_path / "f").write_bytes(b"x")
     with pytest.raises(MetainfoError, match="piece length"):
