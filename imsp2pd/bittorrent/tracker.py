@@ -361,6 +361,7 @@ class _Swarm:
         "index",
         "info_hash",
         "last_sweep",
+        "origin_uploaded_bytes",
         "peers",
         "seeders",
         "state",
@@ -377,6 +378,7 @@ class _Swarm:
         self.completed = 0
         self.uploaded_bytes = 0
         self.downloaded_bytes = 0
+        self.origin_uploaded_bytes = 0  # uploaded by providers and the operator's seeders
         self.last_sweep = 0.0
 
     @property
@@ -394,6 +396,7 @@ class SwarmStats:
     completed: int
     uploaded: int
     downloaded: int
+    origin_uploaded: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -405,6 +408,7 @@ class SwarmStats:
             "completed": self.completed,
             "uploaded": self.uploaded,
             "downloaded": self.downloaded,
+            "origin_uploaded": self.origin_uploaded,
         }
 
 
@@ -499,6 +503,7 @@ class Tracker:
                 s.completed,
                 s.uploaded_bytes,
                 s.downloaded_bytes,
+                s.origin_uploaded_bytes,
             )
             for s in swarms
         ]
@@ -633,6 +638,8 @@ class Tracker:
     def _account(swarm: _Swarm, peer: _Peer, req: AnnounceRequest) -> None:
         if req.uploaded > peer.uploaded:
             swarm.uploaded_bytes += req.uploaded - peer.uploaded
+            if peer.role is not TrackerRole.CONSUMER:
+                swarm.origin_uploaded_bytes += req.uploaded - peer.uploaded
         if req.downloaded > peer.downloaded:
             swarm.downloaded_bytes += req.downloaded - peer.downloaded
         peer.uploaded = req.uploaded

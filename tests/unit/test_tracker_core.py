@@ -340,6 +340,11 @@ def test_stopped_completed_and_stats(tracker: Tracker) -> None:
     body = announce(tracker, query(tok(), peer=1, port=1001, left=0, event="stopped", uploaded=50))
     assert body[b"peers"] == b"" and body[b"complete"] == 0
     assert tracker.peer_count == 0 and tracker.stats(IH)[0].uploaded == 50
+    assert tracker.stats(IH)[0].origin_uploaded == 0
+    provider = tok(user="carol", role="provider")
+    announce(tracker, query(provider, peer=5, port=1005, left=0, uploaded=0))
+    announce(tracker, query(provider, peer=5, port=1005, left=0, uploaded=700))
+    assert tracker.stats(IH)[0].as_json()["origin_uploaded"] == 700
     # stopping an unknown peer is harmless
     announce(tracker, query(tok(), peer=9, port=1009, event="stopped"))
     assert tracker.stats(IH2) == [] and len(tracker.stats()) == 1
