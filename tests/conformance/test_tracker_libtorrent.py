@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
@@ -18,6 +18,8 @@ from imsp2pd.bittorrent.tracker_http import TrackerResource
 from imsp2pd.entitlement import Issuer, Verifier
 from imsp2pd.web import make_site
 
+reactor: Any = _reactor
+lt: Any
 try:
     import libtorrent as lt
 except ImportError:  # pragma: no cover
@@ -77,7 +79,7 @@ class LibtorrentTrackerTests(TestCase):
 
     def add(self, session: Any, meta: Any) -> Any:
         params = lt.add_torrent_params()
-        params.ti = lt.torrent_info(lt.bdecode(meta.to_bytes()))
+        params.ti = lt.torrent_info(meta.to_bytes())
         params.save_path = str(self.dir)
         return session.add_torrent(params)
 
