@@ -1,0 +1,167 @@
+"""The pure parts of the CSCFs: P-CSCF header rules and UE table, I-CSCF
+result mapping, S-CSCF registrar state and REGISTER answers."""
+
+from __future__ import annotations
+
+from imsp2pd.diameter import cx
+from imsp2pd.diameter.codes import CxResult
+from imsp2pd.ims.icscf import choose_scscf, lir_status, target_of, uar_status
+from imsp2pd.ims.pcscf import (
+    UeBinding,
+    UeTable,
+    asserted_identity,
+    charging_vector,
+    sanitize_from_ue,
+)
+from imsp2pd.ims.scscf import (
+    Binding,
+    Registrar,
+    Registration,
+    ScscfConfig,
+    odi_route,
+    parse_odi,
+    register_response_headers,
+    requested_expires,
+)
+from imsp2pd.sip.message import Request
+from imsp2pd.sip.parser import parse_message
+from imsp2pd.sip.proxy import Source, Target
+from imsp2pd.sip.uri import parse_uri
+
+
+def req(extra: str = "", method: str = "MESSAGE") -> Request:
+    text = (
+        f"{method} sip:content@ims.example.org SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.5:5060;branch=z9hG4bK1\r\n"
+        "From: <sip:alice@ims.example.org>;tag=a\r\nTo: <sip:alice@ims.example.org>\r\n"
+        f"Call-ID: c\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(text.encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_sanitize_removes_every_trusted_header() -> None:
+    r = req(
+        "P-Asserted-Identity: <sip:carol@ims.example.org>\r\nP-Charging-Vector: icid-value=x\r\n"
+        "P-Visited-Network-ID: evil\r\nPath: <sip:x;lr>\r\nService-Route: <sip:y;lr>\r\n"
+        "P-Preferred-Identity: <sip:alice@ims.example.org>\r\nX-Keep: 1\r\n"
+    )
+    out = sanitize_from_ue(r)
+    names = {n for n, _ in out.headers}
+    assert not names & {
+        "P-Asserted-Identity",
+        "P-Charging-Vector",
+        "P-Visited-Network-ID",
+        "Path",
+        "Service-Route",
+    }
+    assert out.get("P-Preferred-Identity") and out.get("X-Keep") == "1"
+
+
+def test_asserted_identity_prefers_only_own_identities() -> None:
+    mine = ("sip:alice@ims.example.org", "tel:+15550001")
+    assert asserted_identity(["<tel:+15550001>"], mine) == "tel:+15550001"
+    assert asserted_identity(["<sip:carol@ims.example.org>"], mine) == "sip:alice@ims.example.org"
+    assert asserted_identity(["garbage <"], mine) == "sip:alice@ims.example.org"
+    assert asserted_identity([], ()) is None
+
+
+def test_charging_vector_icids_are_fresh() -> None:
+    a, b = charging_vector("127.0.0.1"), charging_vector("127.0.0.1")
+    assert a != b and a.startswith("icid-value=") and a.endswith(";icid-generated-at=127.0.0.1")
+
+
+def test_ue_table_by_flow_contact_expiry_and_flow_loss() -> None:
+    t = UeTable()
+    tcp = Source("TCP", "127.0.0.9", 50000, flow=3)
+    udp = Source("UDP", "127.0.0.8", 5060)
+    t.put(
+        UeBinding(
+            "sip:alice@127.0.0.9:50000;transport=tcp",
+            tcp,
+            ("sip:alice@ims.example.org",),
+            ("<sip:orig@s;lr>",),
+            100.0,
+        )
+    )
+    t.put(UeBinding("sip:bob@127.0.0.8", udp, ("sip:bob@ims.example.org",), (), 100.0))
+    assert (
+        t.for_source(Source("TCP", "10.0.0.1", 1, flow=3), 50.0) is not None
+    )  # the flow names the UE
+    assert t.for_source(udp, 50.0) is not None and t.for_source(udp, 100.0) is None
+    assert t.for_contact("sip:bob@127.0.0.8:5060", 50.0) is not None
+    t.drop_flow(3)
+    assert (
+        t.for_source(tcp, 50.0) is None and t.for_contact("sip:alice@127.0.0.9:50000", 50.0) is None
+    )
+    t.remove_contact("sip:bob@127.0.0.8")
+    assert t.by_flow == {} and t.by_contact == {}
+
+
+def test_icscf_result_mapping() -> None:
+    assert uar_status(cx.Outcome(CxResult.FIRST_REGISTRATION, True)) is None
+    assert uar_status(cx.Outcome(CxResult.ERROR_USER_UNKNOWN, True)) == (403, "Forbidden")
+    assert uar_status(cx.Outcome(CxResult.ERROR_ROAMING_NOT_ALLOWED, True))[0] == 403  # type: ignore[index]
+    assert uar_status(cx.Outcome(5003, False))[0] == 403  # type: ignore[index]
+    assert uar_status(cx.Outcome(3002, False))[0] == 480  # type: ignore[index]
+    assert lir_status(cx.Outcome(2001, False)) is None
+    assert lir_status(cx.Outcome(CxResult.ERROR_USER_UNKNOWN, True))[0] == 404  # type: ignore[index]
+    assert lir_status(cx.Outcome(CxResult.ERROR_IDENTITY_NOT_REGISTERED, True))[0] == 480  # type: ignore[index]
+    assert (
+        choose_scscf(None, ["sip:a", "sip:b"]) == "sip:a"
+        and choose_scscf("sip:x", ["sip:a"]) == "sip:x"
+    )
+    assert choose_scscf(None, []) is None
+    assert target_of("sip:127.0.0.1:6060;transport=tcp") == Target("TCP", "127.0.0.1", 6060)
+
+
+def test_requested_expires_rules() -> None:
+    r = req("Contact: <sip:a@h1>;expires=30, <sip:a@h2>\r\nExpires: 120\r\n", "REGISTER")
+    assert requested_expires(r, 600) == {"sip:a@h1": 30, "sip:a@h2": 120}
+    r2 = req("Contact: <sip:a@h1>\r\n", "REGISTER")
+    assert requested_expires(r2, 600) == {"sip:a@h1": 600}
+
+
+def test_registrar_index_contacts_and_expiry() -> None:
+    reg = Registration(
+        "sip:alice@ims.example.org",
+        "alice@ims.example.org",
+        ("sip:alice@ims.example.org", "tel:+15550001"),
+    )
+    reg.bindings["sip:a@h1"] = Binding("sip:a@h1", 100.0)
+    reg.bindings["sip:a@h2"] = Binding("sip:a@h2", 200.0, ("<sip:term@p;lr>",))
+    r = Registrar()
+    r.put(reg)
+    assert (
+        r.find("tel:+15550001") is reg
+        and r.find("sip:alice@IMS.Example.org") is reg
+        and r.find("sip:ALICE@ims.example.org") is None
+    )
+    assert [b.contact for b in r.contacts("sip:alice@ims.example.org", 50.0)] == [
+        "sip:a@h2",
+        "sip:a@h1",
+    ]
+    assert r.next_expiry() == 100.0
+    assert r.expired(150.0) == [] and list(reg.bindings) == ["sip:a@h2"]
+    assert r.expired(250.0) == [reg]
+    assert Registration.from_doc(reg.to_doc()).impu == reg.impu
+    r.remove(reg.impu)
+    assert r.find("tel:+15550001") is None
+
+
+def test_register_200_headers_and_odi() -> None:
+    reg = Registration(
+        "sip:alice@ims.example.org", "alice@ims.example.org", ("sip:alice@ims.example.org",)
+    )
+    reg.bindings["sip:a@h1"] = Binding("sip:a@h1", 700.0)
+    r = req("Path: <sip:term@127.0.0.1:4060;lr>\r\nContact: <sip:a@h1>\r\n", "REGISTER")
+    headers = dict(register_response_headers(reg, r, ScscfConfig(), 100.0))
+    assert headers["Contact"] == "<sip:a@h1>;expires=600"
+    assert headers["Path"] == "<sip:term@127.0.0.1:4060;lr>"
+    assert headers["Service-Route"] == "<sip:orig@127.0.0.1:6060;lr>"
+    assert headers["P-Associated-URI"] == "<sip:alice@ims.example.org>"
+    route = odi_route("127.0.0.1", 6060, "abc123")
+    assert (
+        parse_odi(parse_uri(route[1:-1])) == "abc123" and parse_odi(parse_uri("sip:orig@h")) is None
+    )
