@@ -160,21 +160,24 @@ class DaemonTests(TestCase):
         p = subprocess.Popen(
             [str(BIN / "twistd"), "-n", "--pidfile=", "-y", str(ROOT / "twistd.tac")],
             cwd=self.dir,
-            env=self.env,
+            env=dict(self.env, IMSP2P_ROLES="notes"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         self.procs.append(p)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        status, body = 0, b""
+        while time.monotonic() < deadline and p.poll() is None:
             try:
                 status, body = self.http("GET", "/health")
                 if status == 200:
                     break
             except OSError:
-                time.sleep(0.1)
-        else:
-            self.fail("tac did not come up")
+                pass
+            time.sleep(0.1)
+        if status != 200:
+            p.kill()
+            self.fail(f"tac did not come up: {p.stderr.read().decode()[-2000:]}")
         self.assertEqual(json.loads(body)["roles"], {"notes": "up"})
 
 
