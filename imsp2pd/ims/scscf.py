@@ -699,6 +699,7 @@ class Scscf:
     def expire(self, now: float) -> list[Registration]:
         """Drop expired bindings; SAR TIMEOUT_DEREGISTRATION for users left
         with none.  Call at :meth:`Registrar.next_expiry`."""
+        before = {impu: len(r.bindings) for impu, r in self.registrar.by_impu.items()}
         gone = self.registrar.expired(now)
         for reg in gone:
             self.registrar.remove(reg.impu)
@@ -715,8 +716,9 @@ class Scscf:
             self.cx_request(msg).addErrback(
                 lambda f: log.warn("SAR timeout dereg failed: {f}", f=f.getErrorMessage())
             )
-        for reg in self.registrar.by_impu.values():
-            self._save(reg)
+        for impu, reg in self.registrar.by_impu.items():
+            if len(reg.bindings) != before.get(impu):
+                self._save(reg)
         return gone
 
     def deregister(self, impi: str, impus: list[str]) -> list[Registration]:

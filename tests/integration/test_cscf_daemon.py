@@ -1,0 +1,163 @@
+"""The pcscf, icscf and scscf roles with the hss role in a real daemon
+(`twistd imsp2p`): registration over loopback UDP and TLS, a wrong
+password, and an RTR from the HSS that deregisters the user."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor, ssl, task
+from twisted.trial.unittest import TestCase
+
+from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
+from imsp2pd.sip.transport import SipNode
+from imsp2pd.sip.ua import UserAgent, build_request
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+class CscfDaemonTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()).resolve()
+        (self.dir / "etc").mkdir(parents=True)
+        (self.dir / "etc" / "subscribers.toml").write_text(
+            (ROOT / "etc" / "subscribers.toml").read_text()
+        )
+        self.admin = free_port()
+        cx, self.p, self.tls, i, self.s = (free_port() for _ in range(5))
+        self.config = self.dir / "etc" / "imsp2pd.toml"
+        self.config.write_text(
+            '[daemon]\nstate_dir = "../var"\n'
+            f'[admin]\nlisten = "tcp:{self.admin}:interface=127.0.0.1"\n'
+            f'url = "http://127.0.0.1:{self.admin}"\ntoken = "t0k"\n'
+            '[ims]\ndomain = "ims.example.org"\n'
+            f'[hss]\nlisten = "127.0.0.1:{cx}"\nscscf_names = ["sip:127.0.0.1:{self.s}"]\n'
+            f'[pcscf]\nlisten = "127.0.0.1:{self.p}"\ntls_listen = "127.0.0.1:{self.tls}"\nicscf = "127.0.0.1:{i}"\n'
+            f'[icscf]\nlisten = "127.0.0.1:{i}"\nhss = "127.0.0.1:{cx}"\n'
+            f'[scscf]\nlisten = "127.0.0.1:{self.s}"\nhss = "127.0.0.1:{cx}"\nicscf = "127.0.0.1:{i}"\n'
+        )
+        env = dict(os.environ, IMSP2P_CONFIG=str(self.config))
+        self.proc = subprocess.Popen(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss,pcscf,icscf,scscf"],
+            cwd=self.dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.addCleanup(self._stop)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                assert self.proc.stderr is not None and self.proc.stdout is not None
+                self.fail(
+                    f"daemon exited: {self.proc.stderr.read().decode()} {self.proc.stdout.read().decode()}"
+                )
+            try:
+                status, health = self.http("GET", "/health")
+                if status == 200 and all(c.get("ok") for c in health.get("checks", {}).values()):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            self.fail("daemon did not come up")
+        core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        self.ue = UserAgent(core)
+        ca = ssl.Certificate.loadPEM((self.dir / "var" / "tls" / "ca.pem").read_bytes())
+        self.node = SipNode(
+            reactor,
+            core,
+            self.ue,
+            client_tls=lambda host: ssl.optionsForClientTLS("127.0.0.1", trustRoot=ca),
+        )
+        self.ue.node = self.node
+        port = self.node.listen_udp(0).getHost().port
+        self.node.listen_tcp(port)
+        core.addresses[:] = [
+            LocalAddress("UDP", "127.0.0.1", port),
+            LocalAddress("TCP", "127.0.0.1", port),
+        ]
+        self.ue_port = port
+        self.addCleanup(self.node.stop)
+
+    def _stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+    def http(self, method: str, path: str) -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}{path}", method=method)
+        req.add_header("Authorization", "Bearer t0k")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def register(self, target: Target, password: str) -> defer.Deferred[Any]:
+        req = build_request(
+            "REGISTER",
+            "sip:ims.example.org",
+            from_uri="sip:alice@ims.example.org",
+            contact=f"<sip:alice@127.0.0.1:{self.ue_port}>",
+            extra=(("Expires", "600"),),
+        )
+        return self.ue.request(req, target=target, credentials=("alice@ims.example.org", password))
+
+    def registrations(self) -> int:
+        _, health = self.http("GET", "/health")
+        return int(health["checks"]["scscf"]["registrations"])
+
+    @defer.inlineCallbacks
+    def test_register_udp_then_tls_wrong_password_and_rtr(self) -> Any:
+        resp = yield self.register(Target("UDP", "127.0.0.1", self.p), "not-it")
+        self.assertEqual(resp.status, 403)
+        self.assertEqual(self.registrations(), 0)
+        resp = yield self.register(Target("UDP", "127.0.0.1", self.p), "alice-pass")
+        self.assertEqual(resp.status, 200, resp.reason)
+        self.assertEqual(resp.get_all("Service-Route"), [f"<sip:orig@127.0.0.1:{self.s};lr>"])
+        self.assertEqual(resp.get_all("Path"), [f"<sip:term@127.0.0.1:{self.p};lr>"])
+        self.assertEqual(self.registrations(), 1)
+        # the same over TLS to the P-CSCF's TLS port (the lab CA is trusted)
+        resp = yield self.register(Target("TLS", "127.0.0.1", self.tls), "alice-pass")
+        self.assertEqual(resp.status, 200)
+        # an administrative deregistration at the HSS reaches the S-CSCF as an RTR
+        status, _ = self.http("POST", "/admin/subscribers/alice@ims.example.org/deregister")
+        self.assertEqual(status, 200)
+        for _ in range(100):
+            if self.registrations() == 0:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.registrations(), 0)
