@@ -179,12 +179,14 @@ class Message:
     def vias(self) -> list[Via]:
         return [parse_via(v) for v in self.get_all("Via")]
 
-    @property
+    @cached_property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
+        """The first Via, parsed alone (a bad Via further down does not
+        stop a response from being routed)."""
+        values = self.get_all("Via")
+        if not values:
             raise SipParseError("Missing Via")
-        return vias[0]
+        return parse_via(values[0])
 
     @cached_property
     def from_(self) -> NameAddr:

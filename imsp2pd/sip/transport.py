@@ -201,7 +201,7 @@ class SipNode:
             self.stats["bad"] += 1
             resp = error_response(err)
             if resp is not None:
-                self._send_udp(resp.encode(), response_target(resp, None), host, port)
+                self._send_udp(resp.encode(), host, port)
             return
         self._deliver(message, Source("UDP", host, port))
 
@@ -226,6 +226,10 @@ class SipNode:
         except SipParseError:
             # a header the core needed was malformed beyond what the parser checks
             self.stats["bad"] += 1
+            return
+        except Exception:  # a bug must not take the node down: log and drop
+            self.stats["bad"] += 1
+            log.failure("SIP core failed on a message from {source}", source=source)
             return
         self.submit(outputs)
 
@@ -256,7 +260,7 @@ class SipNode:
         target = item.target
         self.stats["out"] += 1
         if target.transport == "UDP":
-            self._send_udp(item.message.encode(), target, target.host, target.port, item)
+            self._send_udp(item.message.encode(), target.host, target.port, item)
             return
         stream = self._stream_for(target)
         if stream is None:
@@ -266,9 +270,7 @@ class SipNode:
         else:
             stream.pending.append(item)
 
-    def _send_udp(
-        self, data: bytes, target: Target, host: str, port: int, item: Transmit | None = None
-    ) -> None:
+    def _send_udp(self, data: bytes, host: str, port: int, item: Transmit | None = None) -> None:
         if self._udp is None or self._udp.transport is None:
             self._report(item, "no UDP socket")
             return
