@@ -100,13 +100,12 @@ class LibtorrentPeerTests(TestCase):
         self.addCleanup(port.stopListening)
         session = lt_session()
         handle = self.add(session, self.dir / "leech")
-        yield self.wait(
-            lambda: handle.status().state != lt.torrent_status.checking_files, "checking"
-        )
+        status = handle.status
+        yield self.wait(lambda: status().state != lt.torrent_status.checking_files, "checking")
         handle.connect_peer(("127.0.0.1", port.getHost().port))
-        yield self.wait(lambda: handle.status().is_seeding, "libtorrent to finish", 90)
+        yield self.wait(lambda: status().is_seeding, "libtorrent to finish", 90)
         session.remove_torrent(handle)
-        del handle
+        del handle, status
         del session  # its destructor waits for the disk writes (DESIGN.md §6)
         self.assertEqual((self.dir / "leech" / "movie.bin").read_bytes(), self.data)
         self.assertGreaterEqual(ours.uploaded, SIZE)
