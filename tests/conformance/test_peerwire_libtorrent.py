@@ -105,7 +105,6 @@ class LibtorrentPeerTests(TestCase):
         handle.connect_peer(("127.0.0.1", port.getHost().port))
         yield self.wait(lambda: status().is_seeding, "libtorrent to finish", 90)
         session.remove_torrent(handle)
-        del handle, status
         del session  # its destructor waits for the disk writes (DESIGN.md §6)
         self.assertEqual((self.dir / "leech" / "movie.bin").read_bytes(), self.data)
         self.assertGreaterEqual(ours.uploaded, SIZE)
