@@ -244,7 +244,15 @@ class Torrent:
         return self.reactor.listenTCP(port, _PeerFactory(self, False), interface=interface)
 
     def connect(self, host: str, port: int) -> None:
+        """Dial a peer, unless banned, already connected or at the limit."""
         if any(host == h and port == p for _, h, p in self.banned):
+            return
+        if len(self.peers) >= self.max_peers:
+            return
+        if any(
+            p.outgoing and p.transport is not None and p.peer_addr == (host, port)
+            for p in self.peers
+        ):
             return
         self.reactor.connectTCP(host, port, _PeerFactory(self, True), timeout=10)
 
