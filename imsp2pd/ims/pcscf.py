@@ -186,8 +186,16 @@ class Pcscf:
         if req.method == "REGISTER":
             return self._register(event, now)
         ue = self.ues.for_source(event.source, now)
+        in_dialog = req.to.tag is not None
+        if ue is None and in_dialog and routes and self._is_ours(routes[0]):
+            # an in-dialog request from the core (e.g. a NOTIFY) towards a UE
+            return self._terminating(event, now)
         if ue is None:
             return self.core.reply(event.ctx, 403, now, "Not Registered")
+        if in_dialog:
+            # the dialog's route set stands (it was made from our Record-Route)
+            out = sanitize_from_ue(req).remove_header("P-Preferred-Identity")
+            return self.core.forward(event.ctx, out, now)
         out = sanitize_from_ue(req)
         identity = asserted_identity(req.get_all("P-Preferred-Identity"), ue.associated)
         out = out.remove_header("P-Preferred-Identity")
@@ -201,6 +209,12 @@ class Pcscf:
         if not ue.service_route:
             return self.core.reply(event.ctx, 403, now, "No Service-Route")
         return self.core.forward(event.ctx, out, now, record_route=True)
+
+    def _is_ours(self, value: str) -> bool:
+        try:
+            return self.core.is_local(parse_name_addr(value).uri)
+        except SipParseError:
+            return False
 
     def _is_our_path(self, value: str) -> bool:
         try:

@@ -44,6 +44,7 @@ from imsp2pd.ims.profile import (
     SessionCase,
     from_xml,
 )
+from imsp2pd.sip.dialog import Dialog, SubscriptionState, event_package, notify_headers
 from imsp2pd.sip.digest import (
     Credentials,
     NonceBook,
@@ -248,6 +249,45 @@ class _PendingAuth:
     created: float
 
 
+@dataclass
+class RegSubscription:
+    """A reg event subscription (RFC 3680) to one registered IMPU."""
+
+    impu: str
+    dialog: Dialog
+    expires_at: float
+    version: int = 0
+
+
+def reginfo_xml(
+    impu: str,
+    bindings: list[Binding],
+    now: float,
+    *,
+    version: int,
+    active: bool,
+    event: str = "registered",
+) -> bytes:
+    """The application/reginfo+xml document (RFC 3680 §5.3), full state."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    state = "active" if active else "terminated"
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="{version}" state="full">',
+        f'<registration aor={quoteattr(impu)} id="r0" state="{state}">',
+    ]
+    for i, b in enumerate(bindings):
+        left = max(0, int(b.expires_at - now))
+        cstate = "active" if active else "terminated"
+        parts.append(
+            f'<contact id="c{i}" state="{cstate}" event="{event}" expires="{left if active else 0}">'
+            f"<uri>{escape(b.contact)}</uri></contact>"
+        )
+    parts += ["</registration>", "</reginfo>"]
+    return "".join(parts).encode()
+
+
 @dataclass(frozen=True)
 class ScscfConfig:
     host: str = "127.0.0.1"
@@ -290,6 +330,7 @@ class Scscf:
         self._walk_by_ctx: dict[int, str] = {}
         self.sessions = cx.SessionIds(config.origin.host, clock())
         self.third_party: list[UacResponse | UacFailed] = []
+        self.reg_subscriptions: dict[str, list[RegSubscription]] = {}
 
     # -- durable state ------------------------------------------------------
     def load(self) -> int:
@@ -337,6 +378,10 @@ class Scscf:
         if req.method == "REGISTER":
             self._register(event.ctx, req, now)
             return []
+        if req.method == "SUBSCRIBE" and event_package(req) == "reg":
+            target = req.uri.aor() if isinstance(req.uri, SipURI) else ""
+            if self.registrar.find(target) is not None:
+                return self._reg_subscribe(event.ctx, req, now)
         routes = req.routes
         first = routes[0].uri if routes else None
         token = parse_odi(first) if first is not None else None
@@ -525,6 +570,7 @@ class Scscf:
             if sp is not None:
                 reg.associated = tuple(p.identity for p in sp.public_identities if not p.barred)
             path = tuple(req.get_all("Path"))
+            gone_bindings = [b for c, b in reg.bindings.items() if expires.get(c) == 0]
             for c, secs in expires.items():
                 if secs == 0:
                     reg.bindings.pop(c, None)
@@ -551,6 +597,12 @@ class Scscf:
                 )
                 self._submit(self.core.respond(ctx, resp, now2))
                 self._third_party_register(reg, req, rtype, expires, now2)
+                if reg.bindings:
+                    self._notify_reg(reg.impu, now2)
+                else:
+                    self._notify_reg(
+                        reg.impu, now2, ended="unregistered", bindings=list(gone_bindings)
+                    )
 
             saved.addCallback(stored)
             return saved
@@ -704,6 +756,7 @@ class Scscf:
         for reg in gone:
             self.registrar.remove(reg.impu)
             self._save(reg, delete=True)
+            self._notify_reg(reg.impu, now, ended="expired", bindings=[])
             msg = cx.sar(
                 self.config.origin,
                 self.sessions.next(),
@@ -728,8 +781,90 @@ class Scscf:
             if reg.impi == impi and (not impus or reg.impu in {aor_of(i) for i in impus}):
                 self.registrar.remove(reg.impu)
                 self._save(reg, delete=True)
+                self._notify_reg(
+                    reg.impu, self.clock(), ended="rejected", bindings=list(reg.bindings.values())
+                )
                 out.append(reg)
         return out
+
+    # -- reg event package (RFC 3680) ----------------------------------------
+    def _reg_subscribe(self, ctx: int, req: Request, now: float) -> list[Output]:
+        reg = self.registrar.find(req.uri.aor())
+        assert reg is not None
+        try:
+            expires = req.expires
+        except SipParseError:
+            return self.core.reply(ctx, 400, now, "Bad Expires")
+        secs = min(expires if expires is not None else 600000, self.config.max_expires)
+        me = f"<sip:{self.config.host}:{self.config.port}>"
+        resp = make_response(
+            req, 200, to_tag=new_tag(), extra=(("Expires", str(secs)), ("Contact", me))
+        )
+        out = self.core.respond(ctx, resp, now)
+        try:
+            dialog = Dialog.as_uas(req, resp)
+        except SipParseError:
+            return out
+        subs = self.reg_subscriptions.setdefault(reg.impu, [])
+        subs[:] = [x for x in subs if x.dialog.id != dialog.id]
+        sub = RegSubscription(reg.impu, dialog, now + secs)
+        if secs > 0:
+            subs.append(sub)
+        bindings = self.registrar.contacts(reg.impu, now)
+        body = reginfo_xml(reg.impu, bindings, now, version=0, active=True)
+        state = SubscriptionState.ACTIVE if secs > 0 else SubscriptionState.TERMINATED
+        out += self._send_notify(sub, body, state, secs, "timeout" if secs == 0 else None, now)
+        return out
+
+    def _notify_reg(
+        self,
+        impu: str,
+        now: float,
+        *,
+        ended: str | None = None,
+        bindings: list[Binding] | None = None,
+    ) -> None:
+        subs = self.reg_subscriptions.get(impu, [])
+        live = [x for x in subs if x.expires_at > now]
+        if ended is not None:
+            self.reg_subscriptions.pop(impu, None)
+        else:
+            self.reg_subscriptions[impu] = live
+        for sub in live:
+            sub.version += 1
+            if ended is None:
+                body = reginfo_xml(
+                    impu, self.registrar.contacts(impu, now), now, version=sub.version, active=True
+                )
+                state = SubscriptionState.ACTIVE
+            else:
+                body = reginfo_xml(
+                    impu, bindings or [], now, version=sub.version, active=False, event=ended
+                )
+                state = SubscriptionState.TERMINATED
+            left = int(sub.expires_at - now)
+            reason = "noresource" if ended is not None else None
+            self._submit(self._send_notify(sub, body, state, left, reason, now))
+
+    def _send_notify(
+        self,
+        sub: RegSubscription,
+        body: bytes,
+        state: SubscriptionState,
+        expires: int,
+        reason: str | None,
+        now: float,
+    ) -> list[Output]:
+        me = f"<sip:{self.config.host}:{self.config.port}>"
+        sub.dialog, notify = sub.dialog.next_request(
+            "NOTIFY",
+            body=body,
+            content_type="application/reginfo+xml",
+            extra=notify_headers("reg", state, expires=expires, reason=reason),
+            contact=me,
+        )
+        _, outs = self.core.send_request(notify, now)
+        return outs
 
 
 def register_response_headers(

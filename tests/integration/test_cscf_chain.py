@@ -132,6 +132,7 @@ class ChainTests(unittest.TestCase):
         self.as_ua.on("MESSAGE", as_message)
         self.as_ua.on("REGISTER", as_message)
         self.ue.on("MESSAGE", lambda request, source: self.at_ue.append(request) or 200)  # type: ignore[func-returns-value]
+        self.ue.on("NOTIFY", lambda request, source: self.at_ue.append(request) or 200)  # type: ignore[func-returns-value]
         self.to_p = Target("UDP", "127.0.0.1", self.p_port)
 
     def tearDown(self) -> defer.Deferred[Any]:
@@ -200,6 +201,37 @@ class ChainTests(unittest.TestCase):
         self.assertEqual(resp.status, 200)
         self.assertIsNone(self.scscf.registrar.find("sip:alice@ims.example.org"))
         self.assertEqual(self.store.transact_now(lambda txn: txn.find("scscf_registrations")), [])
+
+    @defer.inlineCallbacks
+    def test_reg_event_subscription_and_network_deregistration(self) -> Any:
+        resp = yield self.register()
+        self.assertEqual(resp.status, 200)
+        sub = build_request(
+            "SUBSCRIBE",
+            "sip:alice@ims.example.org",
+            from_uri="sip:alice@ims.example.org",
+            contact=f"<sip:alice@127.0.0.1:{self.ue_port}>",
+            extra=(("Event", "reg"), ("Expires", "600"), ("Accept", "application/reginfo+xml")),
+        )
+        resp = yield self.ue.request(sub, target=self.to_p)
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.get("Expires"), "600")
+        yield _wait(lambda: len(self.at_ue) == 1)
+        first = self.at_ue[0]
+        self.assertEqual(first.method, "NOTIFY")
+        self.assertEqual(first.get("Subscription-State"), "active;expires=600")
+        self.assertIn(b'state="active"', first.body)
+        self.assertIn(f"sip:alice@127.0.0.1:{self.ue_port}".encode(), first.body)
+        # the HSS deregisters alice (an RTR): the UE hears of it
+        self.assertEqual(len(self.scscf.deregister("alice@ims.example.org", [])), 1)
+        yield _wait(lambda: len(self.at_ue) == 2)
+        last = self.at_ue[1]
+        self.assertEqual(last.get("Subscription-State"), "terminated;reason=noresource")
+        self.assertIn(b'event="rejected"', last.body)
+        self.assertIn(
+            b'<registration aor="sip:alice@ims.example.org" id="r0" state="terminated">', last.body
+        )
+        self.assertEqual(last.cseq.seq, first.cseq.seq + 1)
 
     @defer.inlineCallbacks
     def test_wrong_password_is_403_and_nothing_stored(self) -> Any:
