@@ -108,3 +108,76 @@ class LibtorrentPeerTests(TestCase):
         del session  # its destructor waits for the disk writes (DESIGN.md §6)
         self.assertEqual((self.dir / "leech" / "movie.bin").read_bytes(), self.data)
         self.assertGreaterEqual(ours.uploaded, SIZE)
+
+
+class LibtorrentThroughTrackerTests(TestCase):
+    """Both announce to our tracker with valid tokens; libtorrent finds us there."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_libtorrent_finds_our_seeder_through_our_tracker(self) -> Any:
+        if lt is None:
+            raise SkipTest("libtorrent Python bindings are not installed (pip install libtorrent)")
+        import treq
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from imsp2pd.bittorrent.announce import Announcer
+        from imsp2pd.bittorrent.tracker import SwarmState, Tracker, TrackerConfig
+        from imsp2pd.bittorrent.tracker_http import TrackerResource
+        from imsp2pd.entitlement import Issuer, Verifier
+        from imsp2pd.web import make_site
+
+        issuer = Issuer(Ed25519PrivateKey.generate())
+        tracker = Tracker(
+            Verifier(issuer.public_key), TrackerConfig(interval=30, min_interval=5, peer_expiry=60)
+        )
+        site = make_site(TrackerResource(tracker, reactor.seconds), reactor=reactor)
+        tport = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(tport.stopListening)
+        base = f"http://127.0.0.1:{tport.getHost().port}/announce"
+        d = Path(self.mktemp()).resolve()
+        (d / "seed").mkdir(parents=True)
+        (d / "leech").mkdir()
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        (d / "seed" / "f.bin").write_bytes(data)
+        meta = make_metainfo(d / "seed" / "f.bin", base, piece_length=256 * 1024)
+        tracker.register(meta.info_hash, "10.5555/lt", SwarmState.ACTIVE)
+        storage = Storage(meta, d / "seed" / "f.bin", create=False)
+        self.addCleanup(storage.close)
+        ours = Torrent(reactor, meta, storage, have=storage.check())
+        ours.start()
+        self.addCleanup(ours.stop)
+        port = ours.listen()
+        self.addCleanup(port.stopListening)
+
+        def get(url: str) -> Any:
+            return treq.get(url, persistent=False, timeout=10).addCallback(treq.content)
+
+        provider = issuer.issue_tracker(
+            "sip:carol@ims.example.org", meta.info_hash, "provider", 2**40
+        )
+        ann = Announcer(reactor, ours, [f"{base}?token={provider}"], port.getHost().port, get)
+        self.addCleanup(ann.stop)
+        yield ann.start()
+        consumer = issuer.issue_tracker(
+            "sip:alice@ims.example.org", meta.info_hash, "consumer", 2**40
+        )
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(meta.to_bytes())
+        params.save_path = str(d / "leech")
+        params.trackers = [f"{base}?token={consumer}"]
+        session = lt_session()
+        handle = session.add_torrent(params)
+        status = handle.status
+        for _ in range(1800):
+            if status().is_seeding:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(status().is_seeding, "libtorrent did not finish through our tracker")
+        self.assertEqual(
+            tracker.stats(meta.info_hash)[0].seeders + tracker.stats(meta.info_hash)[0].leechers, 2
+        )
+        session.remove_torrent(handle)
+        del session
+        self.assertEqual((d / "leech" / "f.bin").read_bytes(), data)
