@@ -87,7 +87,10 @@ def make_router(
         return wrapper
 
     def body(req: WebRequest) -> dict[str, Any]:
-        return req.json_object()
+        try:
+            return req.json_object()
+        except RecursionError:  # json.loads on "[[[[…": a client's fault, not ours
+            raise HttpError(400, "bad_json", "body is nested too deeply") from None
 
     def register(req: WebRequest) -> Deferred[Response]:
         t = now()

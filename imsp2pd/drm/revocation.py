@@ -41,6 +41,7 @@ COLLECTIONS = (Collection(COLLECTION, ("kind",)),)
 MAX_VALUE = 512
 _FPR = re.compile(r"[0-9a-f]{64}")
 _TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Kind(enum.StrEnum):
@@ -73,6 +74,8 @@ class Revocation:
             raise RevocationError("a token is its token id: 1-64 base64url characters")
         if not isinstance(self.reason, str) or len(self.reason) > MAX_VALUE:
             raise RevocationError("reason must be a string of at most 512 characters")
+        if _SURROGATE.search(v) or _SURROGATE.search(self.reason):
+            raise RevocationError("value and reason must be valid Unicode (no lone surrogates)")
 
     @property
     def key(self) -> str:

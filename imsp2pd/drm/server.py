@@ -124,8 +124,8 @@ def _text(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
         raise _bad(f"{name} must be a non-empty string of at most {_MAX_TEXT} characters")
-    if any(ord(c) < 0x20 or c.isspace() for c in value):
-        raise _bad(f"{name} contains whitespace or control characters")
+    if any(ord(c) < 0x20 or c.isspace() or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise _bad(f"{name} contains whitespace, control characters or lone surrogates")
     return value
 
 

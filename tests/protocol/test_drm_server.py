@@ -39,10 +39,11 @@ OFFER = {
     "devices": 1,
 }
 
+any_text = st.text(alphabet=st.characters(blacklist_categories=()), max_size=30)  # surrogates too
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | any_text,
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+        st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4)
     ),
     max_leaves=12,
 )
@@ -389,6 +390,25 @@ class DrmWebTests(TestCase):
             self.assertEqual(self.call("POST", path, raw=b"[]", auth=False)[0], 400)
             self.assertEqual(self.call("POST", path, raw=b"", auth=False)[0], 400)
             self.assertEqual(self.call("POST", path, raw=b" " * (65 * 1024), auth=False)[0], 413)
+
+    def test_deep_nesting_and_lone_surrogates_are_4xx(self) -> None:
+        for path in ("/content", "/license", "/rights", "/revocations"):
+            status, _ = self.call("POST", path, raw=b"[" * 30000 + b"]" * 30000)
+            self.assertEqual(status, 400, path)
+        doi = self.register()["doi"]
+        for body in [
+            {"impu": "sip:\ud800@x", "doi": doi, "offer": OFFER, "purchase_id": "p"},
+            {"impu": ALICE, "doi": doi, "offer": {**OFFER, "id": "\udfff"}, "purchase_id": "p"},
+            {"impu": ALICE, "doi": doi, "offer": OFFER, "purchase_id": "\ud800"},
+        ]:
+            status, answer = self.call("POST", "/rights", raw=json.dumps(body).encode())
+            self.assertEqual(status, 400, answer)
+        for body in [
+            {"kind": "doi", "value": "\ud800"},
+            {"kind": "doi", "value": "x", "reason": "\udc00"},
+        ]:
+            status, answer = self.call("POST", "/revocations", raw=json.dumps(body).encode())
+            self.assertEqual(status, 400, answer)
 
     @settings(
         max_examples=150,
