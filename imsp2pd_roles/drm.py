@@ -162,9 +162,15 @@ class DrmRole(Role):
             doi_prefix=section["doi_prefix"],
         )
         token = section["service_token"] or config["admin"]["token"]
-        router = make_router(core, store, reactor, token, hub.metrics)
+        router = make_router(core, store, reactor, token, hub.metrics, hub.admin)
         host, port = split_listen(section["listen"])
         service = make_service(router, reactor, port, host, tlslab.server_options(lab))
+
+        def health() -> dict[str, Any]:
+            listening = service.port is not None
+            return {"ok": listening, "url": section["url"], "listening": listening}
+
+        hub.add_check("drm", health)
         return cast(IService, service)
 
 

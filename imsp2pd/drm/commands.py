@@ -58,6 +58,33 @@ def register(cli: CommandLine) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a file, or - for stdout")
     _player_options(p)
 
+    admin = cli.group("admin", "operate a running daemon through its control port").group(
+        "drm", "the DRM server: content and the revocation list"
+    )
+    p = admin.command("content", "show a DOI's owner, key id, info-hash and state", admin_content)
+    p.add_argument("doi", metavar="DOI")
+    p = admin.command("revoke", "revoke a user, device, DOI or token id", admin_revoke)
+    p.add_argument("kind", choices=["impu", "device", "doi", "token"])
+    p.add_argument("value", help="IMPU, device fingerprint, DOI or token id")
+    p.add_argument("--reason", default="", help="a note kept with the entry")
+    p = admin.command("revocations", "list the revocation list", admin_revocations)
+    p.add_argument("--since", type=float, default=0.0, help="only entries from this Unix time")
+
+
+def admin_content(args: argparse.Namespace, ctx: Context) -> None:
+    from urllib.parse import quote
+
+    ctx.print_json(ctx.admin("GET", "/admin/drm/content/" + quote(args.doi, safe="/")))
+
+
+def admin_revoke(args: argparse.Namespace, ctx: Context) -> None:
+    body = {"kind": args.kind, "value": args.value, "reason": args.reason}
+    ctx.print_json(ctx.admin("POST", "/admin/drm/revocations", body))
+
+
+def admin_revocations(args: argparse.Namespace, ctx: Context) -> None:
+    ctx.print_json(ctx.admin("GET", f"/admin/drm/revocations?since={args.since}"))
+
 
 def _player_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(

@@ -43,8 +43,14 @@ def make_router(
     reactor: Any,
     service_token: str,
     metrics: Registry | None = None,
+    admin: Router | None = None,
 ) -> Router:
-    """The DRM routes; ``service_token`` guards the AS/operator routes."""
+    """The DRM routes; ``service_token`` guards the AS/operator routes.
+
+    With ``admin`` (the control port's router, behind the admin token) the
+    operator also gets ``GET /admin/drm/content/{doi}``, ``POST`` and ``GET
+    /admin/drm/revocations`` there.
+    """
 
     # The site's access log (imsp2pd.web.make_site) already records every request
     # with its query redacted; nothing here logs bodies, which carry tokens.
@@ -151,6 +157,10 @@ def make_router(
     router.route("POST", "/revocations", guarded(revoke), auth=True)
     router.route("GET", "/revocations", guarded(revocations), auth=True)
     router.route("GET", "/key", guarded(key))
+    if admin is not None:
+        admin.route("GET", "/admin/drm/content/{doi}", guarded(content), auth=True)
+        admin.route("POST", "/admin/drm/revocations", guarded(revoke), auth=True)
+        admin.route("GET", "/admin/drm/revocations", guarded(revocations), auth=True)
     return router
 
 

@@ -43,8 +43,8 @@ class DrmOverHttpsTests(TestCase):
         self.store = SQLiteStore(self.config.state_path("db.sqlite"), reactor)
         self.store.migrate(self.role.migrations())
         self.addCleanup(self.store.close)
-        hub = Hub(reactor, self.config, self.store, Registry(), Router(token="adm"))
-        self.service = self.role.build(self.config, self.store, reactor, hub)
+        self.hub = Hub(reactor, self.config, self.store, Registry(), Router(token="adm"))
+        self.service = self.role.build(self.config, self.store, reactor, self.hub)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.var = base / "var"
@@ -80,6 +80,7 @@ class DrmOverHttpsTests(TestCase):
         ):
             self.assertTrue((self.var / name).exists(), name)
         self.assertEqual(os.stat(self.var / "keys" / "drm_master.key").st_mode & 0o777, 0o600)
+        self.assertTrue(self.hub.health_checks["drm"]()["ok"])
 
     @inlineCallbacks
     def test_whole_flow_over_https(self):

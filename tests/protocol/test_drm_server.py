@@ -376,6 +376,35 @@ class DrmWebTests(TestCase):
         ]:
             self.assertEqual(self.call("POST", "/revocations", body)[0], 400, body)
 
+    def test_admin_routes_on_the_control_port(self) -> None:
+        from imsp2pd.web import Router
+
+        admin = Router(token="adm", auth_prefix="/admin/")
+        make_router(self.core, self.store, self.clock, SERVICE, None, admin)
+        stub = StubTreq(admin)
+
+        def call(method: str, path: str, body: Any = None, token: str = "adm") -> tuple[int, Any]:
+            d = stub.request(
+                method,
+                BASE + path,
+                headers={"Authorization": f"Bearer {token}"},
+                data=None if body is None else json.dumps(body).encode(),
+            )
+            stub.flush()
+            response = self.successResultOf(d)
+            return response.code, json.loads(self.successResultOf(response.content()))
+
+        doi = self.register()["doi"]
+        self.assertEqual(call("GET", "/admin/drm/content/" + doi)[1]["owner"], CAROL)
+        self.assertEqual(call("GET", "/admin/drm/content/" + doi, token=SERVICE)[0], 401)
+        self.assertEqual(
+            call("POST", "/admin/drm/revocations", {"kind": "doi", "value": doi})[0], 200
+        )
+        status, listing = call("GET", "/admin/drm/revocations?since=0")
+        self.assertEqual([e["value"] for e in listing["revocations"]], [doi])
+        # the same list the DRM server itself serves and obeys
+        self.assertEqual(self.call("GET", "/revocations")[1]["revocations"], listing["revocations"])
+
     def test_key_route(self) -> None:
         status, answer = self.call("GET", "/key", auth=False)
         self.assertEqual(status, 200)
