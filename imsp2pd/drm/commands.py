@@ -46,6 +46,20 @@ def register(cli: CommandLine) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--key-file", required=True, metavar="K")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a file, or - for stdout")
+    p = drm.command(
+        "register",
+        "register new content at the DRM server: send its key, get its DOI and key id",
+        register_,
+    )
+    p.add_argument("--publisher-token", required=True, help="the token (or @FILE holding it)")
+    p.add_argument(
+        "--key-file",
+        required=True,
+        metavar="K",
+        help="the content key (32 hex digits); made, mode 0600, if the file does not exist",
+    )
+    p.add_argument("--server", help="DRM server URL (default: [drm] url of the config)")
+    p.add_argument("--ca", help="CA certificate to trust (default: [drm] ca of the config)")
     p = drm.command("license", "get a license for this device from the DRM server", license_)
     p.add_argument("--token", required=True, help="the license token (or @FILE holding it)")
     p.add_argument("--server", help="DRM server URL (default: [drm] url of the config)")
@@ -180,25 +194,54 @@ def _open_keystore(args: argparse.Namespace) -> tuple[Any, str]:
         raise UserError(exc.message) from None
 
 
+def _token(value: str) -> str:
+    if not value.startswith("@"):
+        return value
+    try:
+        with open(value[1:], encoding="ascii", errors="replace") as f:
+            return f.read(8192).strip()
+    except OSError as exc:
+        raise UserError(f"cannot read token file {value[1:]}: {exc.strerror}") from None
+
+
+def _server_and_ca(args: argparse.Namespace, ctx: Context) -> tuple[str, str]:
+    server = args.server or ctx.config["drm"]["url"]
+    if args.ca:
+        return server, args.ca
+    from imsp2pd_roles.drm import ca_path
+
+    return server, str(ca_path(ctx.config))
+
+
+def register_(args: argparse.Namespace, ctx: Context) -> None:
+    import os
+
+    from imsp2pd.drm import player
+
+    token = _token(args.publisher_token)
+    server, ca = _server_and_ca(args, ctx)
+    try:
+        if os.path.exists(args.key_file):
+            key = files.read_key_file(args.key_file)
+        else:
+            # Kept first: a registration whose key was lost could never be used.
+            key = container.new_content_key()
+            files.write_key_file(args.key_file, key)
+        doi, key_id = player.register_content(
+            server, token, key, transport=player.urllib_transport(ca)
+        )
+    except (player.PlayerError, files.DrmFileError) as exc:
+        raise UserError(exc.message) from None
+    ctx.print_json({"doi": doi, "key_id": key_id, "key_file": args.key_file})
+
+
 def license_(args: argparse.Namespace, ctx: Context) -> None:
     import time
 
     from imsp2pd.drm import player
 
-    token = args.token
-    if token.startswith("@"):
-        try:
-            with open(token[1:], encoding="ascii", errors="replace") as f:
-                token = f.read(8192).strip()
-        except OSError as exc:
-            raise UserError(f"cannot read token file {token[1:]}: {exc.strerror}") from None
-    server = args.server or ctx.config["drm"]["url"]
-    if args.ca:
-        ca = args.ca
-    else:
-        from imsp2pd_roles.drm import ca_path
-
-        ca = str(ca_path(ctx.config))
+    token = _token(args.token)
+    server, ca = _server_and_ca(args, ctx)
     keystore, passphrase = _open_keystore(args)
     try:
         fetched = player.fetch_license(

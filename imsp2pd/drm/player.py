@@ -1,9 +1,11 @@
-"""The player: fetch a device-bound license, then play (verify and decrypt) content.
+"""The DRM client: register content (provider), fetch a license and play (consumer).
 
 Client side, synchronous (it runs in the ``imsp2p`` command). Talks HTTPS to
 the DRM server trusting only the lab CA given; keeps device keys and player
 state in the sealed keystore (:mod:`imsp2pd.drm.keystore`).
 
+* :func:`register_content` sends a provider's content key with its publisher
+  token and returns the DOI and key id to protect the file with.
 * :func:`fetch_license` learns the DRM server's signing key from ``GET /key``
   (over the verified TLS connection; it is then kept in the keystore), sends
   ``POST /license`` with a fresh nonce, checks the answer with
@@ -39,7 +41,14 @@ from imsp2pd.drm.license import (
 )
 from imsp2pd.entitlement import KeyConfigError, load_public_key, public_key_to_config
 
-__all__ = ["PlayerError", "Transport", "fetch_license", "play", "urllib_transport"]
+__all__ = [
+    "PlayerError",
+    "Transport",
+    "fetch_license",
+    "play",
+    "register_content",
+    "urllib_transport",
+]
 
 MAX_ANSWER = 1 << 20
 
@@ -145,6 +154,25 @@ def fetch_license(
     path = Path(out)
     _write_atomically(path, lic.blob + "\n")
     return Fetched(lic, path)
+
+
+def register_content(
+    server_url: str, publisher_token: str, content_key: bytes, *, transport: Transport
+) -> tuple[str, str]:
+    """The provider's side of ``POST /content``: (DOI, key id) for ``content_key``."""
+    status, answer = transport(
+        "POST",
+        server_url.rstrip("/") + "/content",
+        {"publisher_token": publisher_token, "content_key": content_key.hex()},
+    )
+    if (
+        status != 201
+        or not isinstance(answer, dict)
+        or not isinstance(answer.get("doi"), str)
+        or not isinstance(answer.get("key_id"), str)
+    ):
+        raise _server_error("POST /content", status, answer)
+    return answer["doi"], answer["key_id"]
 
 
 def _read_license(path: str | os.PathLike[str]) -> str:

@@ -200,3 +200,16 @@ class PlayerTests(TestCase):
         (self.dir / "lic").write_text("x.y\n")
         with self.assertRaisesRegex(player.PlayerError, "fetch a license first"):
             self.play()
+
+    def test_register_content(self) -> None:
+        token = self.issuer.issue_publisher(CAROL, NOW + 60)
+        doi, key_id = player.register_content("https://drm/", token, KEY, transport=self.transport)
+        self.assertTrue(doi.startswith("10.5555/") and key_id.startswith("k-"))
+        self.assertNotEqual(doi, self.doi)
+        with self.assertRaisesRegex(player.PlayerError, "POST /content: 403 token_expired"):
+            player.register_content(
+                "https://drm",
+                self.issuer.issue_publisher(CAROL, NOW - 1),
+                KEY,
+                transport=self.transport,
+            )
