@@ -18,6 +18,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from imsp2pd.client.cli import CommandLine, Context, UserError
@@ -38,6 +39,22 @@ def register(cli: CommandLine) -> None:
     p.add_argument("-o", "--output", required=True, metavar="X.torrent")
     p = torrent.command("info", "show a .torrent as JSON", info)
     p.add_argument("torrent", metavar="X.torrent")
+    p = torrent.command("seed", "seed a file (until interrupted)", seed)
+    p.add_argument("torrent", metavar="X.torrent")
+    p.add_argument("file", metavar="FILE", help="the content (for a directory torrent: its parent)")
+    _peer_options(p)
+    p.add_argument("--upload-rate", type=float, metavar="KiB/s", help="upload limit")
+    p.add_argument("--super-seed", action="store_true", help="BEP 16 initial seeding")
+    p = torrent.command("fetch", "download (resuming a partial file); exit 0 when verified", fetch)
+    p.add_argument("torrent", metavar="X.torrent")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    _peer_options(p)
+    p.add_argument(
+        "--peer", action="append", default=[], metavar="HOST:PORT", help="dial this peer"
+    )
+    p.add_argument("--sequential", action="store_true", help="pieces in order (play while loading)")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     admin = cli.group("admin", "operate a running daemon through its control port")
     swarm = admin.group("swarm", "swarms at the tracker")
@@ -66,6 +83,16 @@ def register(cli: CommandLine) -> None:
     p.add_argument("--role", choices=("consumer", "provider", "seeder"), default="consumer")
     p.add_argument("--ttl", type=int, default=86400, help="seconds of validity (default a day)")
     p.add_argument("--announce", metavar="URL", help="also print URL?token=TOKEN")
+
+
+def _peer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=0, help="peer-wire port (default: any free)")
+    p.add_argument("--interface", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--announce",
+        metavar="URL",
+        help="tracker URL with its token (default: the torrent's; empty: none)",
+    )
 
 
 def _url(p: argparse.ArgumentParser) -> None:
@@ -181,3 +208,200 @@ def token_issue(args: argparse.Namespace, ctx: Context) -> None:
         ctx.print(f"{args.announce}{sep}token={quote(token, safe='')}")
     else:
         ctx.print(token)
+
+
+# -- seeding and fetching ------------------------------------------------------
+
+
+def _load(path: str) -> Any:
+    from imsp2pd.bittorrent.metainfo import MetainfoError, parse_metainfo
+
+    try:
+        return parse_metainfo(Path(path).read_bytes())
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
+    except MetainfoError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _http_get(url: str) -> Any:
+    import treq
+
+    d = treq.get(url, persistent=False, timeout=15)
+    d.addCallback(treq.content)
+    return d
+
+
+def _run(main: Any, *args: Any) -> int:
+    from twisted.internet.task import react
+
+    try:
+        react(main, args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _start(reactor: Any, args: argparse.Namespace, torrent: Any) -> tuple[Any, Any]:
+    from twisted.internet.error import CannotListenError
+
+    from imsp2pd.bittorrent.announce import Announcer
+
+    try:
+        port = torrent.listen(args.port, args.interface)
+    except CannotListenError as exc:
+        raise UserError(
+            f"cannot listen on {args.interface}:{args.port}: {exc.socketError}"
+        ) from None
+    torrent.start()
+    url = torrent.meta.announce if args.announce is None else args.announce
+    announcer = None
+    if url:
+        announcer = Announcer(reactor, torrent, [url], port.getHost().port, _http_get)
+        announcer.start()
+    return port, announcer
+
+
+def seed(args: argparse.Namespace, ctx: Context) -> int:
+    from imsp2pd.bittorrent.peer import Torrent
+    from imsp2pd.bittorrent.storage import Storage, StorageError
+
+    meta = _load(args.torrent)
+    try:
+        storage = Storage(meta, args.file, create=False)
+        have = storage.check()
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    if not all(have):
+        raise UserError(
+            f"{args.file} does not match the torrent ({sum(have)} of {len(have)} pieces verify)"
+        )
+
+    def main(reactor: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        rate = None if args.upload_rate is None else args.upload_rate * 1024
+        torrent = Torrent(
+            reactor, meta, storage, have=have, super_seed=args.super_seed, upload_rate=rate
+        )
+        port, announcer = _start(reactor, args, torrent)
+        ctx.print(f"seeding {meta.info_hash_hex} on {args.interface}:{port.getHost().port}")
+        if hasattr(ctx.stdout, "flush"):
+            ctx.stdout.flush()
+        forever: Deferred[None] = Deferred()
+
+        def shutdown() -> Any:
+            torrent.stop()
+            return announcer.stop() if announcer is not None else None
+
+        reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+        return forever
+
+    try:
+        return _run(main)
+    finally:
+        storage.close()
+
+
+def fetch(args: argparse.Namespace, ctx: Context) -> int:
+    from imsp2pd.bittorrent.peer import Torrent
+    from imsp2pd.bittorrent.storage import Storage, StorageError
+
+    meta = _load(args.torrent)
+    peers = []
+    for text in args.peer:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"--peer must be HOST:PORT, not {text!r}")
+        peers.append((host.strip("[]"), int(port)))
+    try:
+        storage = Storage(meta, args.output, create=True)
+        have = storage.check()
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    url = meta.announce if args.announce is None else args.announce
+    if not (url or peers) and not all(have):
+        storage.close()
+        raise UserError("no tracker and no --peer: nowhere to fetch from")
+
+    def main(reactor: Any) -> Any:
+        from twisted.internet.defer import succeed
+
+        torrent = Torrent(reactor, meta, storage, have=have, sequential=args.sequential)
+        if torrent.complete:
+            ctx.print(f"{args.output}: complete, {meta.num_pieces} pieces verified")
+            return succeed(None)
+        port, announcer = _start(reactor, args, torrent)
+        for host, p in peers:
+            torrent.connect(host, p)
+        started = reactor.seconds()
+        progress = _Progress(ctx, torrent, started, quiet=args.quiet)
+        loop = _every(reactor, 1.0, progress.show)
+
+        def finished(_: Any) -> Any:
+            loop.stop()
+            progress.show(final=True)
+            torrent.stop()
+            # Every piece was checked as it came; check the file once more.
+            if not all(storage.check()):
+                raise SystemExit(1)
+            ctx.print(f"{args.output}: complete, {meta.num_pieces} pieces verified")
+            d = announcer.stop() if announcer is not None else None
+            return d
+
+        d = torrent.done
+        if args.timeout:
+            d.addTimeout(args.timeout, reactor)
+
+        def timed_out(failure: Any) -> None:
+            from twisted.internet.defer import TimeoutError as Timeout
+
+            failure.trap(Timeout)
+            if loop.running:
+                loop.stop()
+            progress.show(final=True)
+            torrent.stop()
+            ctx.print(
+                f"imsp2p: timed out with {torrent.picker.have_count} of {meta.num_pieces} pieces"
+            )
+            raise SystemExit(1)
+
+        d.addCallbacks(finished, timed_out)
+        return d
+
+    try:
+        return _run(main)
+    finally:
+        storage.close()
+
+
+def _every(reactor: Any, seconds: float, fn: Any) -> Any:
+    from twisted.internet.task import LoopingCall
+
+    loop = LoopingCall(fn)
+    loop.clock = reactor
+    loop.start(seconds, now=False)
+    return loop
+
+
+class _Progress:
+    def __init__(self, ctx: Context, torrent: Any, started: float, quiet: bool) -> None:
+        self.ctx = ctx
+        self.torrent = torrent
+        self.started = started
+        self.quiet = quiet
+
+    def show(self, final: bool = False) -> None:
+        if self.quiet:
+            return
+        t = self.torrent
+        n = t.meta.num_pieces
+        done = t.picker.have_count
+        elapsed = max(t.now() - self.started, 1e-6)
+        rate = t.downloaded / elapsed / (1024 * 1024)
+        width = 30
+        filled = width * done // n
+        bar = "#" * filled + "." * (width - filled)
+        line = f"\r[{bar}] {100 * done / n:5.1f}% {rate:7.2f} MiB/s peers {len(t.peers)}"
+        self.ctx.stderr.write(line + ("\n" if final else ""))
+        self.ctx.stderr.flush()
