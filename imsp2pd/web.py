@@ -82,6 +82,8 @@ class WebRequest:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as e:
             raise HttpError(400, "bad_json", f"body is not JSON: {e}") from None
+        except RecursionError:
+            raise HttpError(400, "bad_json", "body is nested too deeply") from None
 
     def json_object(self) -> dict[str, Any]:
         value = self.json()

@@ -64,6 +64,9 @@ class RouterTests(TestCase):
         self.assertEqual(status, 400)
         status, body = self.answer(request("POST", "/echo", b"1" * 65))
         self.assertEqual(status, 413)
+        self.router.max_body = 1 << 20
+        status, body = self.answer(request("POST", "/echo", b"[" * 100_000))
+        self.assertEqual((status, json.loads(body)["error"]), (400, "bad_json"))
 
     def test_not_found_and_method(self) -> None:
         self.assertEqual(self.answer(request("GET", "/nothing"))[0], 404)
