@@ -38,7 +38,7 @@ def _refused(what: str, resp: Response) -> UeError:
 def _json(req: Request) -> Any:
     try:
         return json.loads(req.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise UeError(f"the {req.content_type} from the AS is not JSON") from None
 
 

@@ -124,7 +124,7 @@ def _event(req: Request) -> tuple[str, dict[str, str]]:
 def _json_body(req: Request) -> Any:
     try:
         return json.loads(req.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadPurchase("the body is not JSON") from None
 
 

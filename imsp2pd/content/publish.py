@@ -116,8 +116,8 @@ def split_publication(content_type: str, body: bytes) -> tuple[bytes, AssetMetad
         )
     try:
         raw = json.loads(metas[0].body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadPublication(f"the metadata is not JSON: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BadPublication(f"the metadata is not JSON: {type(e).__name__}") from None
     try:
         return torrents[0].body, parse_metadata(raw)
     except CatalogueError as e:
