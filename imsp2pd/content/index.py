@@ -389,7 +389,7 @@ def parse_swarm_stats(body: bytes, info_hash: str) -> SwarmHealth:
     the tracker gives them."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ScrapeError("swarm stats: not JSON") from None
     if not isinstance(doc, dict):
         raise ScrapeError("swarm stats: not a JSON object")
