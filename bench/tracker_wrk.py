@@ -72,7 +72,7 @@ def serve(port: int, keyfile: str, hashes_file: str) -> None:
         tracker.register(bytes.fromhex(line), None, SwarmState.ACTIVE)
     site: Any = make_site(TrackerResource(tracker, reactor.seconds), reactor=reactor)
     site.noisy = False
-    site.log = lambda request: None  # type: ignore[method-assign]  # no access log here
+    site.log = lambda request: None  # no access log in the benchmark
     reactor.listenTCP(port, site, backlog=1024, interface="127.0.0.1")
     reactor.run()
 
