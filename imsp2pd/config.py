@@ -121,6 +121,14 @@ CORE_SCHEMAS: dict[str, Schema] = {
     "ims": {
         "domain": Field(str, "ims.example.org", "home domain and Diameter realm"),
     },
+    "client": {
+        "user": Field(str, "", "the client's user: a name (alice) or an IMPU"),
+        "password": Field(str, "", "SIP digest password (else --password-file or $IMSP2P_PASSWORD)"),
+        "pcscf": Field(str, "127.0.0.1:4060", "the P-CSCF, HOST:PORT (TCP)", check=host_port_check),
+        "psi": Field(str, "sip:content@ims.example.org", "the content service's PSI"),
+        "index_url": Field(str, "http://127.0.0.1:8080", "the content index"),
+        "home": Field(str, "../var/client", "grants, .torrents and downloads, one folder per user"),
+    },
 }
 
 

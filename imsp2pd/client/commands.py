@@ -13,6 +13,10 @@ def register(cli: CommandLine) -> None:
     p.add_argument("--url", help="control port URL (default: [admin] url of the config)")
     p = admin.command("roles", "list the roles and admin routes of the daemon", roles)
     p.add_argument("--url", help="control port URL (default: [admin] url of the config)")
+    from imsp2pd.client import user
+
+    user.register(cli)
+    user.register_publish(cli)
     p = cli.command("lab", "start the lab (every role in one daemon) and report its health", _lab)
     p.add_argument("--roles", default="all", help="roles to run (default: all)")
     p.add_argument("--keep", action="store_true", help="keep the lab running until Ctrl-C")
