@@ -266,6 +266,42 @@ def _admin_routes(hub: Hub, publications: Any, store: Any, app: Any) -> None:
             "subscriptions": len(app.subscriptions),
         }
 
+    def publications_list(req: Any) -> Any:
+        from imsp2pd.content.catalogue import AssetState
+
+        wanted = req.arg("state")
+        try:
+            state = AssetState(wanted) if wanted else None
+        except ValueError:
+            raise HttpError(400, "bad_state", "state must be pending, listed or removed") from None
+        d = publications.catalogue.by_state(state)
+        return d.addCallback(
+            lambda assets: {
+                "publications": [
+                    {
+                        "doi": a.doi,
+                        "info_hash": a.info_hash,
+                        "state": a.state.value,
+                        "tracker": a.tracker,
+                        "size": a.size,
+                    }
+                    for a in assets
+                ]
+            }
+        )
+
+    def torrent(req: Any) -> Any:
+        from imsp2pd.web import Response
+
+        def found(data: bytes | None) -> Response:
+            if data is None:
+                raise HttpError(404, "unknown_swarm", f"no publication {req.params['infohash']}")
+            return Response(200, data, "application/x-bittorrent")
+
+        return publications.catalogue.torrent_any_state(req.params["infohash"]).addCallback(found)
+
+    hub.admin.route("GET", "/admin/publications", publications_list)
+    hub.admin.route("GET", "/admin/publications/{infohash}/torrent", torrent)
     hub.admin.route("DELETE", "/admin/content/{doi}", remove)
     hub.admin.route("POST", "/admin/publications/{infohash}/complete", complete)
     hub.admin.route("POST", "/admin/publications/{infohash}/seeder-token", seeder_token)

@@ -1,7 +1,8 @@
 """The paper's two use cases as a user runs them: the `imsp2p` commands against a daemon.
 
 carol publishes a file (publisher token, DRM registration, protection, private
-torrent, PUBLISH) and seeds it; the AS lists it when the swarm is complete;
+torrent, PUBLISH) and seeds it; the operator's seeder takes it over while the
+swarm is muted and tells the AS, which unmutes the swarm and lists it;
 alice finds it on the index, buys it, downloads it from the swarm, gets a
 license for her device and plays identical bytes; dave, without credit, gets
 402 and nothing else.
@@ -20,7 +21,7 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 BIN = Path(sys.executable).parent
-ROLES = "hss,pcscf,icscf,scscf,ocs,drm,tracker,as,index"
+ROLES = "hss,pcscf,icscf,scscf,ocs,drm,tracker,as,index,seeder"
 
 
 def free_ports(n: int) -> list[int]:
@@ -111,8 +112,9 @@ scscf = "127.0.0.1:{p["scscf"]}"
 ocs = "127.0.0.1:{p["ocs"]}"
 trackers = ["http://127.0.0.1:{p["trk"]}"]
 index_url = "http://127.0.0.1:{p["idx"]}"
-listing = "provider"
-completion_poll = 0.3
+listing = "auto"
+[seeder]
+poll = 0.3
 [as.tracker_admin]
 "http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
 """)
@@ -215,6 +217,9 @@ completion_poll = 0.3
         else:
             self.fail(f"{doi} never listed; seeder: {self.tail('seed')}")
 
+        status = json.loads(self.imsp2p("admin", "seeder", "status").stdout)
+        (swarm,) = status["swarms"]
+        self.assertEqual((swarm["doi"], swarm["state"], swarm["reported_complete"]), (doi, "seeding", True))
         grant = self.dir / "grant.json"
         r = self.imsp2p(
             "buy",
