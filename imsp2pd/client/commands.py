@@ -17,6 +17,15 @@ def register(cli: CommandLine) -> None:
 
     user.register(cli)
     user.register_publish(cli)
+    p = cli.command("demo", "run both use cases of the paper end to end on a lab", _demo)
+    p.add_argument("--consumers", type=int, default=10, help="consumers who buy (default 10)")
+    p.add_argument("--size", type=int, default=64, help="MiB of content (default 64)")
+    p.add_argument(
+        "--origin-kib",
+        type=int,
+        default=4096,
+        help="upload limit of carol and of the operator's seeder, KiB/s (default 4096)",
+    )
     p = cli.command("lab", "start the lab (every role in one daemon) and report its health", _lab)
     p.add_argument("--roles", default="all", help="roles to run (default: all)")
     p.add_argument("--keep", action="store_true", help="keep the lab running until Ctrl-C")
@@ -39,6 +48,12 @@ def health(args: argparse.Namespace, ctx: Context) -> int:
 
 def roles(args: argparse.Namespace, ctx: Context) -> None:
     ctx.print_json(ctx.admin("GET", "/admin/roles", base_url=args.url))
+
+
+def _demo(args: argparse.Namespace, ctx: Context) -> int:
+    from imsp2pd.client.demo import run
+
+    return run(args, ctx)
 
 
 def _lab(args: argparse.Namespace, ctx: Context) -> int:
