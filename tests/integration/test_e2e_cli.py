@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-BIN = Path(sys.executable).parent
+from tests.integration.labkit import BIN, Daemon, write_lab
+
 ROLES = "hss,pcscf,icscf,scscf,ocs,drm,tracker,as,index,seeder"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class CliEndToEndTests(TestCase):
@@ -39,102 +28,17 @@ class CliEndToEndTests(TestCase):
 
     def setUp(self) -> None:
         self.dir = Path(self.mktemp()).resolve()
-        etc = self.dir / "etc"
-        etc.mkdir(parents=True)
-        names = [
-            "ctl",
-            "hss",
-            "pcscf",
-            "pcscf_tls",
-            "icscf",
-            "scscf",
-            "ocs",
-            "drm",
-            "trk",
-            "as",
-            "idx",
-        ]
-        p = dict(zip(names, free_ports(len(names)), strict=True))
-        (etc / "subscribers.toml").write_text(
-            f'[[psi]]\nidentity = "sip:content@ims.example.org"\n'
-            f'application_server = "sip:127.0.0.1:{p["as"]}"\n'
-            + "".join(
-                f'[[subscriber]]\nimpi = "{u}@ims.example.org"\nimpus = ["sip:{u}@ims.example.org"]\n'
-                f'password = "{u}-pass"\n'
-                for u in ("alice", "carol", "dave")
-            )
+        self.config, self.p = write_lab(
+            self.dir, balances={"alice": "10.00", "dave": "0.00"}, listing="auto"
         )
-        self.config = etc / "imsp2pd.toml"
-        self.config.write_text(f"""
-[daemon]
-state_dir = "../var"
-[admin]
-listen = "tcp:{p["ctl"]}:interface=127.0.0.1"
-url = "http://127.0.0.1:{p["ctl"]}"
-token = "adm"
-[client]
-pcscf = "127.0.0.1:{p["pcscf"]}"
-index_url = "http://127.0.0.1:{p["idx"]}"
-[hss]
-listen = "127.0.0.1:{p["hss"]}"
-scscf_names = ["sip:127.0.0.1:{p["scscf"]}"]
-[pcscf]
-listen = "127.0.0.1:{p["pcscf"]}"
-tls_listen = "127.0.0.1:{p["pcscf_tls"]}"
-icscf = "127.0.0.1:{p["icscf"]}"
-[icscf]
-listen = "127.0.0.1:{p["icscf"]}"
-hss = "127.0.0.1:{p["hss"]}"
-[scscf]
-listen = "127.0.0.1:{p["scscf"]}"
-hss = "127.0.0.1:{p["hss"]}"
-icscf = "127.0.0.1:{p["icscf"]}"
-[ocs]
-listen = "127.0.0.1:{p["ocs"]}"
-[ocs.accounts]
-"sip:alice@ims.example.org" = "10.00"
-"sip:dave@ims.example.org" = "0.00"
-[drm]
-listen = "127.0.0.1:{p["drm"]}"
-url = "https://127.0.0.1:{p["drm"]}"
-[tracker]
-listen = "127.0.0.1:{p["trk"]}"
-[index]
-listen = "127.0.0.1:{p["idx"]}"
-url = "http://127.0.0.1:{p["idx"]}"
-scrape_interval = 2.0
-scrape_timeout = 0.5
-[index.tracker_admin]
-"http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
-[as]
-listen = "127.0.0.1:{p["as"]}"
-scscf = "127.0.0.1:{p["scscf"]}"
-ocs = "127.0.0.1:{p["ocs"]}"
-trackers = ["http://127.0.0.1:{p["trk"]}"]
-index_url = "http://127.0.0.1:{p["idx"]}"
-listing = "auto"
-[seeder]
-poll = 0.3
-[as.tracker_admin]
-"http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
-""")
         self.env = {k: v for k, v in os.environ.items() if k not in ("IMSP2P_CONFIG", "PYTHONPATH")}
         self.env["IMSP2P_CONFIG"] = str(self.config)
         self.env["IMSP2P_KEYSTORE_PASSPHRASE"] = "device-pass"
         self.procs: list[subprocess.Popen] = []
         self.addCleanup(self._stop)
-        self.daemon = self.spawn(
-            "daemon", str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", f"--role={ROLES}"
-        )
-        for _ in range(300):
-            if self.daemon.poll() is not None:
-                self.fail("daemon exited: " + self.tail("daemon"))
-            r = self.imsp2p("admin", "health", check=False)
-            if r.returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            self.fail("daemon not healthy: " + self.tail("daemon"))
+        self.daemon = Daemon(self.config, ROLES, self.p["ctl"])
+        self.addCleanup(self.daemon.stop)
+        self.daemon.wait_healthy()
 
     def spawn(self, name: str, *cmd: str) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")
@@ -172,7 +76,7 @@ poll = 0.3
         if check and r.returncode != 0:
             self.fail(
                 f"imsp2p {' '.join(args)}: {r.returncode}\n{r.stdout}\n{r.stderr}\n"
-                + self.tail("daemon")
+                + self.daemon.log()
             )
         return r
 
@@ -219,7 +123,9 @@ poll = 0.3
 
         status = json.loads(self.imsp2p("admin", "seeder", "status").stdout)
         (swarm,) = status["swarms"]
-        self.assertEqual((swarm["doi"], swarm["state"], swarm["reported_complete"]), (doi, "seeding", True))
+        self.assertEqual(
+            (swarm["doi"], swarm["state"], swarm["reported_complete"]), (doi, "seeding", True)
+        )
         grant = self.dir / "grant.json"
         r = self.imsp2p(
             "buy",

@@ -7,9 +7,7 @@ index and the seeder, on free ports."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
+import signal
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -24,138 +22,38 @@ from imsp2pd.bittorrent.metainfo import make_metainfo
 from imsp2pd.client.content import ContentService
 from imsp2pd.client.ue import Account, UeError, UserEquipment
 from imsp2pd.httpclient import JsonClient
+from tests.integration.labkit import PSI, Daemon, write_lab
 
-BIN = Path(sys.executable).parent
-PSI = "sip:content@ims.example.org"
 ROLES = "hss,pcscf,icscf,scscf,ocs,drm,tracker,as"
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+class LabTestCase(TestCase):
+    """A daemon with ``roles`` on a lab config, and what the tests do with it."""
 
-
-class EndToEndTests(TestCase):
     timeout = 180
+    roles = ROLES
 
-    @inlineCallbacks
     def setUp(self):
         self.dir = Path(self.mktemp()).resolve()
-        etc = self.dir / "etc"
-        etc.mkdir(parents=True)
-        p = dict(
-            zip(
-                ["ctl", "hss", "pcscf", "pcscf_tls", "icscf", "scscf", "ocs", "drm", "trk", "as"],
-                free_ports(10),
-                strict=True,
-            )
+        self.config, self.p = write_lab(self.dir)
+        self.before_daemon()
+        self.daemon = Daemon(self.config, self.roles, self.p["ctl"])
+        self.addCleanup(self.daemon.stop)
+        self.daemon.wait_healthy()
+        self.admin = JsonClient(
+            reactor, f"http://127.0.0.1:{self.p['ctl']}", token="adm", timeout=5
         )
-        self.p = p
-        (etc / "subscribers.toml").write_text(
-            f'[[psi]]\nidentity = "{PSI}"\napplication_server = "sip:127.0.0.1:{p["as"]}"\n'
-            + "".join(
-                f'[[subscriber]]\nimpi = "{u}@ims.example.org"\nimpus = ["sip:{u}@ims.example.org"]\n'
-                f'password = "{u}-pass"\n'
-                for u in ("alice", "bob", "carol", "dave")
-            )
-        )
-        (etc / "imsp2pd.toml").write_text(f"""
-[daemon]
-state_dir = "../var"
-[admin]
-listen = "tcp:{p["ctl"]}:interface=127.0.0.1"
-url = "http://127.0.0.1:{p["ctl"]}"
-token = "adm"
-[hss]
-listen = "127.0.0.1:{p["hss"]}"
-scscf_names = ["sip:127.0.0.1:{p["scscf"]}"]
-[pcscf]
-listen = "127.0.0.1:{p["pcscf"]}"
-tls_listen = "127.0.0.1:{p["pcscf_tls"]}"
-icscf = "127.0.0.1:{p["icscf"]}"
-[icscf]
-listen = "127.0.0.1:{p["icscf"]}"
-hss = "127.0.0.1:{p["hss"]}"
-[scscf]
-listen = "127.0.0.1:{p["scscf"]}"
-hss = "127.0.0.1:{p["hss"]}"
-icscf = "127.0.0.1:{p["icscf"]}"
-[ocs]
-listen = "127.0.0.1:{p["ocs"]}"
-[ocs.accounts]
-"sip:alice@ims.example.org" = "10.00"
-"sip:bob@ims.example.org" = "10.00"
-"sip:dave@ims.example.org" = "0.00"
-[drm]
-listen = "127.0.0.1:{p["drm"]}"
-url = "https://127.0.0.1:{p["drm"]}"
-[tracker]
-listen = "127.0.0.1:{p["trk"]}"
-[as]
-listen = "127.0.0.1:{p["as"]}"
-scscf = "127.0.0.1:{p["scscf"]}"
-ocs = "127.0.0.1:{p["ocs"]}"
-trackers = ["http://127.0.0.1:{p["trk"]}"]
-listing = "provider"
-completion_poll = 0.2
-[as.tracker_admin]
-"http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
-""")
-        env = {k: v for k, v in os.environ.items() if k not in ("IMSP2P_CONFIG", "PYTHONPATH")}
-        self.log = open(self.dir / "daemon.log", "wb")
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "imsp2p",
-                f"--role={ROLES}",
-                "--config",
-                str(etc / "imsp2pd.toml"),
-            ],
-            cwd=self.dir,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.addCleanup(self._stop)
-        self.admin = JsonClient(reactor, f"http://127.0.0.1:{p['ctl']}", token="adm", timeout=5)
         self.addCleanup(self.admin.close)
-        for _ in range(300):
-            if self.proc.poll() is not None:
-                self.fail("daemon exited: " + self._log())
-            try:
-                if (yield self.admin.get("/health")).status == 200:
-                    break
-            except Exception:
-                pass
-            yield deferLater(reactor, 0.1, lambda: None)
-        else:
-            self.fail("daemon not healthy: " + self._log())
         self.drm = JsonClient(
             reactor,
-            f"https://127.0.0.1:{p['drm']}",
+            f"https://127.0.0.1:{self.p['drm']}",
             ca_path=str(self.dir / "var" / "tls" / "ca.pem"),
             timeout=5,
         )
         self.addCleanup(self.drm.close)
 
-    def _log(self) -> str:
-        return (self.dir / "daemon.log").read_text(errors="replace")[-4000:]
-
-    def _stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+    def before_daemon(self):
+        pass
 
     @inlineCallbacks
     def ue(self, user: str, password: str | None = None):
@@ -167,13 +65,8 @@ completion_poll = 0.2
         return ue, ContentService(ue, PSI, timeout=15)
 
     @inlineCallbacks
-    def test_publish_subscribe_buy_and_no_credit(self):
-        carol, carol_svc = yield self.ue("carol")
-        bob, bob_svc = yield self.ue("bob")
-        current = yield bob_svc.subscribe(genre="drama")
-        self.assertEqual(current, [])
-
-        # provider: publisher token, content at the DRM server, PUBLISH
+    def publish_and_list(self, carol_svc):
+        """carol publishes 200 kB of content and announces as its complete seeder: listed."""
         token = yield carol_svc.publisher_token()
         reply = yield self.drm.post(
             "/content", {"publisher_token": token, "content_key": "22" * 16}
@@ -183,37 +76,29 @@ completion_poll = 0.2
         content = self.dir / "film.bin"
         content.write_bytes(os.urandom(200_000))
         torrent = make_metainfo(content, None, doi=doi).to_bytes()
-        meta = {
-            "title": "Film",
-            "genre": "drama",
-            "offers": [
-                {
-                    "id": "rent",
-                    "price": "2.50",
-                    "currency": "EUR",
-                    "rights": {"plays": 3},
-                    "devices": 2,
-                }
-            ],
+        offer = {
+            "id": "rent",
+            "price": "2.50",
+            "currency": "EUR",
+            "rights": {"plays": 3},
+            "devices": 2,
         }
-        seeding, etag = yield carol_svc.publish(torrent, meta)
+        seeding, etag = yield carol_svc.publish(
+            torrent, {"title": "Film", "genre": "drama", "offers": [offer]}
+        )
         self.assertEqual(seeding["doi"], doi)
         self.assertTrue(etag)
-        self.assertEqual((yield carol_svc.refresh(etag)) is not None, True)
-
-        # the provider announces as a complete seeder: listed, and bob is told
-        query = urllib.parse.urlencode(
-            {
-                "info_hash": bytes.fromhex(seeding["info_hash"]),
-                "peer_id": os.urandom(20),
-                "port": 6881,
-                "uploaded": 0,
-                "downloaded": 0,
-                "left": 0,
-                "event": "started",
-            },
-            quote_via=urllib.parse.quote,
-        )
+        self.assertIsNotNone((yield carol_svc.refresh(etag)))
+        fields = {
+            "info_hash": bytes.fromhex(seeding["info_hash"]),
+            "peer_id": os.urandom(20),
+            "port": 6881,
+            "uploaded": 0,
+            "downloaded": 0,
+            "left": 0,
+            "event": "started",
+        }
+        query = urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)
         url = seeding["announce_url"]
         tracker = JsonClient(reactor, url.split("/announce")[0], timeout=5)
         self.addCleanup(tracker.close)
@@ -221,7 +106,28 @@ completion_poll = 0.2
             (yield tracker.get("/announce?" + url.split("?", 1)[1] + "&" + query)).body
         )
         self.assertNotIn(b"failure reason", answer)
-        listing = yield bob_svc.next_notify(timeout=20)
+        return doi
+
+    @inlineCallbacks
+    def balance(self, user: str):
+        reply = yield self.admin.get(f"/admin/balances/sip:{user}@ims.example.org")
+        return reply.json()["balance"]
+
+    @inlineCallbacks
+    def records(self, user: str):
+        reply = yield self.admin.get(f"/admin/charging-records?user=sip:{user}@ims.example.org")
+        return reply.json()["records"]
+
+
+class EndToEndTests(LabTestCase):
+    @inlineCallbacks
+    def test_publish_subscribe_buy_and_no_credit(self):
+        carol, carol_svc = yield self.ue("carol")
+        bob, bob_svc = yield self.ue("bob")
+        current = yield bob_svc.subscribe(genre="drama")
+        self.assertEqual(current, [])
+        doi = yield self.publish_and_list(carol_svc)
+        listing = yield bob_svc.next_notify(timeout=20)  # bob is told when it is listed
         self.assertEqual([a["doi"] for a in listing], [doi])
 
         # alice buys through the P-CSCF: the grant comes back to her contact
@@ -231,12 +137,8 @@ completion_poll = 0.2
         self.assertEqual((grant["doi"], grant["purchase_id"]), (doi, pid))
         again = yield alice_svc.buy(doi, "rent", pid)
         self.assertEqual(again, grant)
-        balance = (yield self.admin.get("/admin/balances/sip:alice@ims.example.org")).json()
-        self.assertEqual(balance["balance"], "7.50")
-        records = (
-            yield self.admin.get("/admin/charging-records?user=sip:alice@ims.example.org")
-        ).json()
-        icids = [r["icid"] for r in records["records"]]
+        self.assertEqual((yield self.balance("alice")), "7.50")
+        icids = [r["icid"] for r in (yield self.records("alice"))]
         self.assertEqual(len(icids), 1)
         self.assertTrue(icids[0])  # the P-CSCF's icid reached the OCS
 
@@ -262,3 +164,48 @@ completion_poll = 0.2
         with self.assertRaises(UeError) as e:
             yield alice_svc.publisher_token()
         self.assertIn("403", str(e.exception))
+
+
+class DrmApartTests(LabTestCase):
+    """The DRM server in a process of its own, which dies after a purchase is charged."""
+
+    roles = "hss,pcscf,icscf,scscf,ocs,tracker,as"
+
+    def before_daemon(self):
+        self.start_drm()
+
+    def start_drm(self):
+        ctl2 = self.p["ctl2"]
+        self.drm_daemon = Daemon(
+            self.config, "drm", ctl2, "drm", control=f"tcp:{ctl2}:interface=127.0.0.1"
+        )
+        self.addCleanup(self.drm_daemon.stop)
+        self.drm_daemon.wait_healthy()
+
+    @inlineCallbacks
+    def test_a_failure_after_the_charge_refunds(self):
+        carol, carol_svc = yield self.ue("carol")
+        doi = yield self.publish_and_list(carol_svc)
+        alice, alice_svc = yield self.ue("alice")
+        for _ in range(50):  # listed once the AS saw the seeder at the tracker
+            try:
+                yield alice_svc.buy(doi, "rent")
+                break
+            except UeError as e:
+                if "404" not in str(e):
+                    raise
+                yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual((yield self.balance("alice")), "7.50")
+        self.drm_daemon.stop(signal.SIGKILL)
+        pid = str(uuid.uuid4())
+        with self.assertRaises(UeError) as e:
+            yield alice_svc.buy(doi, "rent", pid)
+        self.assertIn("500", str(e.exception))
+        self.assertEqual((yield self.balance("alice")), "7.50")  # charged, then refunded
+        actions = [(r["action"], r["result_code"]) for r in (yield self.records("alice"))]
+        self.assertEqual(actions[-2:], [("DIRECT_DEBITING", 2001), ("REFUND_ACCOUNT", 2001)])
+        # the DRM server is back (after kill -9, with its state): the same purchase goes through
+        self.start_drm()
+        grant = yield alice_svc.buy(doi, "rent", pid)
+        self.assertEqual(grant["purchase_id"], pid)
+        self.assertEqual((yield self.balance("alice")), "5.00")

@@ -1,0 +1,190 @@
+"""A lab for integration tests: every role's config on free loopback ports, and daemons.
+
+:func:`write_lab` writes ``etc/imsp2pd.toml`` and ``etc/subscribers.toml``
+under a folder; :class:`Daemon` runs ``twistd -n imsp2p`` with it in a
+subprocess and waits until its control port says healthy.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PSI = "sip:content@ims.example.org"
+PORTS = (
+    "ctl",
+    "ctl2",
+    "hss",
+    "pcscf",
+    "pcscf_tls",
+    "icscf",
+    "scscf",
+    "ocs",
+    "drm",
+    "trk",
+    "as",
+    "idx",
+)
+USERS = ("alice", "bob", "carol", "dave")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_lab(
+    directory: Path,
+    *,
+    balances: dict[str, str] | None = None,
+    listing: str = "provider",
+    extra: str = "",
+) -> tuple[Path, dict[str, int]]:
+    """The lab's config on free ports; (config path, ports by name)."""
+    p = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
+    etc = directory / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "subscribers.toml").write_text(
+        f'[[psi]]\nidentity = "{PSI}"\napplication_server = "sip:127.0.0.1:{p["as"]}"\n'
+        + "".join(
+            f'[[subscriber]]\nimpi = "{u}@ims.example.org"\nimpus = ["sip:{u}@ims.example.org"]\n'
+            f'password = "{u}-pass"\n'
+            for u in USERS
+        )
+    )
+    balances = balances or {"alice": "10.00", "bob": "10.00", "dave": "0.00"}
+    accounts = "".join(f'"sip:{u}@ims.example.org" = "{v}"\n' for u, v in balances.items())
+    config = etc / "imsp2pd.toml"
+    config.write_text(f"""
+[daemon]
+state_dir = "../var"
+[admin]
+listen = "tcp:{p["ctl"]}:interface=127.0.0.1"
+url = "http://127.0.0.1:{p["ctl"]}"
+token = "adm"
+[client]
+pcscf = "127.0.0.1:{p["pcscf"]}"
+index_url = "http://127.0.0.1:{p["idx"]}"
+[hss]
+listen = "127.0.0.1:{p["hss"]}"
+scscf_names = ["sip:127.0.0.1:{p["scscf"]}"]
+[pcscf]
+listen = "127.0.0.1:{p["pcscf"]}"
+tls_listen = "127.0.0.1:{p["pcscf_tls"]}"
+icscf = "127.0.0.1:{p["icscf"]}"
+[icscf]
+listen = "127.0.0.1:{p["icscf"]}"
+hss = "127.0.0.1:{p["hss"]}"
+[scscf]
+listen = "127.0.0.1:{p["scscf"]}"
+hss = "127.0.0.1:{p["hss"]}"
+icscf = "127.0.0.1:{p["icscf"]}"
+[ocs]
+listen = "127.0.0.1:{p["ocs"]}"
+[ocs.accounts]
+{accounts}
+[drm]
+listen = "127.0.0.1:{p["drm"]}"
+url = "https://127.0.0.1:{p["drm"]}"
+[tracker]
+listen = "127.0.0.1:{p["trk"]}"
+[index]
+listen = "127.0.0.1:{p["idx"]}"
+url = "http://127.0.0.1:{p["idx"]}"
+scrape_interval = 2.0
+scrape_timeout = 0.5
+[index.tracker_admin]
+"http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
+[as]
+listen = "127.0.0.1:{p["as"]}"
+scscf = "127.0.0.1:{p["scscf"]}"
+ocs = "127.0.0.1:{p["ocs"]}"
+trackers = ["http://127.0.0.1:{p["trk"]}"]
+index_url = "http://127.0.0.1:{p["idx"]}"
+listing = "{listing}"
+completion_poll = 0.3
+[as.tracker_admin]
+"http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
+[seeder]
+poll = 0.3
+{extra}
+""")
+    return config, p
+
+
+def health(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return None
+
+
+class Daemon:
+    """``twistd -n imsp2p`` with a lab config, its output in ``name``.log beside it."""
+
+    def __init__(
+        self,
+        config: Path,
+        roles: str,
+        control_port: int,
+        name: str = "daemon",
+        control: str | None = None,
+    ) -> None:
+        self.log_path = config.parent.parent / f"{name}.log"
+        self.control_port = control_port
+        env = {k: v for k, v in os.environ.items() if k not in ("IMSP2P_CONFIG", "PYTHONPATH")}
+        cmd = [
+            str(BIN / "twistd"),
+            "-n",
+            "--pidfile=",
+            "imsp2p",
+            f"--role={roles}",
+            "--config",
+            str(config),
+        ]
+        if control:
+            cmd.append(f"--control={control}")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=config.parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("daemon exited: " + self.log())
+            if health(self.control_port) == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError("daemon not healthy: " + self.log())
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
