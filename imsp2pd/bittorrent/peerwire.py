@@ -9,14 +9,17 @@ returns, and call :meth:`~PeerConnection.handle_timer` at
 clock.
 
 Strict limits: any protocol violation (bad handshake, wrong info-hash,
-connecting to ourselves, a message longer than the limit, a bitfield that is
-late, has the wrong length or spare bits set, an index out of range, a request
+connecting to ourselves, a message longer than the limit, a bitfield with the
+wrong length or spare bits set, an index out of range, a request
 over 16 KiB or past the end of a piece, too many queued requests, a piece we
 never asked for, fast-extension or extension messages that were not
-negotiated, silence longer than ``idle_timeout``) raises
+negotiated, a repeated bitfield or have-all/have-none that takes pieces back,
+silence longer than ``idle_timeout``) raises
 :class:`PeerProtocolError` with a :class:`Violation` code; the connection is
 then closed and every later call raises too. The adapter drops the socket
-and may ban the peer (by peer id and address:port).
+and may ban the peer (by peer id and address:port). A repeated bitfield that
+only adds pieces (aria2 sends have-none first and a bitfield later) is
+accepted and reported as the :class:`Have` events it amounts to.
 
 If a listener serves several torrents, it reads the 68-byte handshake with
 :func:`parse_handshake` first, picks the torrent, and then makes the
@@ -497,7 +500,9 @@ class PeerConnection:
                 body = bytes(buf[pos + 4 : pos + 4 + length])
                 pos += 4 + length
                 event = self._message(body, now)
-                if event is not None:
+                if isinstance(event, list):
+                    events.extend(event)
+                elif event is not None:
                     events.append(event)
         finally:
             del buf[:pos]
@@ -534,7 +539,7 @@ class PeerConnection:
             self._queue(Extended(0, bencode(payload)))
         return hs
 
-    def _message(self, body: bytes, now: float) -> Event | None:
+    def _message(self, body: bytes, now: float) -> Event | list[Event] | None:
         if not body:
             return KeepAlive()
         msg_id = body[0]
@@ -585,7 +590,7 @@ class PeerConnection:
             return self._extended(payload)
         return None  # unknown ids are ignored (BEP 3)
 
-    def _simple(self, msg_id: int, first: bool) -> Event:
+    def _simple(self, msg_id: int, first: bool) -> Event | list[Event]:
         if msg_id == MsgId.CHOKE:
             self.peer_choking = True
             dropped: tuple[tuple[int, int, int], ...] = ()
@@ -603,8 +608,12 @@ class PeerConnection:
             self.peer_interested = False
             return NotInterested()
         if not first:
-            raise self._violation(
-                Violation.LATE_BITFIELD, "have-all/have-none after the first message"
+            # Some clients (aria2) repeat their piece set later: accepted as
+            # a batch of haves, but a peer never takes pieces back.
+            return self._late_pieces(
+                bytearray(b"\x01" * self.num_pieces)
+                if msg_id == MsgId.HAVE_ALL
+                else bytearray(self.num_pieces)
             )
         if msg_id == MsgId.HAVE_ALL:
             self.peer_pieces = bytearray(b"\x01" * self.num_pieces)
@@ -612,9 +621,17 @@ class PeerConnection:
             return HaveAll()
         return HaveNone()
 
-    def _bitfield(self, payload: bytes, first: bool) -> Bitfield:
-        if not first:
-            raise self._violation(Violation.LATE_BITFIELD, "bitfield after the first message")
+    def _late_pieces(self, pieces: bytearray) -> list[Event]:
+        if any(old and not new for old, new in zip(self.peer_pieces, pieces, strict=True)):
+            raise self._violation(Violation.LATE_BITFIELD, "a later bitfield takes pieces back")
+        added: list[Event] = []
+        for i, (old, new) in enumerate(zip(self.peer_pieces, pieces, strict=True)):
+            if new and not old:
+                self._set_peer_has(i)
+                added.append(Have(i))
+        return added
+
+    def _bitfield(self, payload: bytes, first: bool) -> Bitfield | list[Event]:
         n = self.num_pieces
         if len(payload) != (n + 7) // 8:
             raise self._violation(Violation.BAD_BITFIELD, "bitfield of the wrong length")
@@ -627,6 +644,8 @@ class PeerConnection:
             if payload[i >> 3] & (0x80 >> (i & 7)):
                 pieces[i] = 1
                 count += 1
+        if not first:
+            return self._late_pieces(pieces)
         self.peer_pieces = pieces
         self.peer_piece_count = count
         return Bitfield(payload)

@@ -253,9 +253,9 @@ def test_expected_peer_id() -> None:
         (msg(4, struct.pack(">I", 10)), Violation.BAD_INDEX, True),
         (msg(5, b"\xff"), Violation.BAD_BITFIELD, True),
         (msg(5, b"\xff\xff"), Violation.BAD_BITFIELD, True),
-        (msg(2) + msg(5, b"\x00\x00"), Violation.LATE_BITFIELD, True),
-        (msg(5, b"\x00\x00") + msg(5, b"\x00\x00"), Violation.LATE_BITFIELD, True),
-        (msg(4, bytes(4)) + msg(0x0E), Violation.LATE_BITFIELD, True),
+        (msg(4, bytes(4)) + msg(0x0F), Violation.LATE_BITFIELD, True),
+        (msg(0x0E) + msg(5, b"\x00\x00"), Violation.LATE_BITFIELD, True),
+        (msg(5, b"\xc0\x00") + msg(5, b"\x40\x00"), Violation.LATE_BITFIELD, True),
         (msg(0x0E), Violation.NOT_NEGOTIATED, False),
         (msg(0x11, bytes(4)), Violation.NOT_NEGOTIATED, False),
         (msg(20, b"\x00de"), Violation.NOT_NEGOTIATED, True),
@@ -275,6 +275,17 @@ def test_violations(data: bytes, code: Violation, fast: bool) -> None:
         c.receive_data(data, 1.0)
     assert info.value.code is code, info.value
     assert c.closed and c.data_to_send(1.0) == b""
+
+
+def test_late_bitfield_is_a_batch_of_haves() -> None:
+    # aria2 sends have-none first and a full bitfield later.
+    c = connected()
+    events = c.receive_data(msg(0x0F) + msg(2) + msg(5, b"\xa0\x00") + msg(0x0E), 0.0)
+    assert events == [HaveNone(), Interested(), Have(0), Have(2)] + [
+        Have(i) for i in (1, 3, 4, 5, 6, 7, 8, 9)
+    ]
+    assert c.peer_is_seed
+    assert c.receive_data(msg(0x0E) + msg(5, b"\xff\xc0"), 0.0) == []
 
 
 def test_extension_violations() -> None:
