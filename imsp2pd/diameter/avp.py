@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 
 class AvpType(Enum):
+    # Identity hashing (a C slot) instead of Enum's hash of the name: the codec
+    # looks types up on every AVP.
+    __hash__ = object.__hash__
+
     OCTET_STRING = "OctetString"
     INTEGER32 = "Integer32"
     INTEGER64 = "Integer64"
@@ -64,12 +68,19 @@ _INT_STRUCTS = {t: struct.Struct(f) for t, (f, _, _) in _INT_FORMATS.items()}
 _F32 = struct.Struct("!f")
 _F64 = struct.Struct("!d")
 _HEADER = struct.Struct("!II")
+# Plain ints in the hot paths: IntFlag arithmetic is slow.
+_V = int(AvpFlag.VENDOR)
+_M = int(AvpFlag.MANDATORY)
+_P = int(AvpFlag.PROTECTED)
 _VENDOR = struct.Struct("!I")
+
+
+_TGPP = int(Vendor.TGPP)
 
 
 def default_vendor(code: int) -> int:
     """The vendor an AVP code implies: 10415 for :class:`TgppAvp` members, else 0."""
-    return Vendor.TGPP if isinstance(code, TgppAvp) else 0
+    return _TGPP if type(code) is TgppAvp else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +96,11 @@ class Avp:
 
     @property
     def flags(self) -> int:
-        flags = 0
-        if self.vendor is not None:
-            flags |= AvpFlag.VENDOR
-        if self.mandatory:
-            flags |= AvpFlag.MANDATORY
-        if self.protected:
-            flags |= AvpFlag.PROTECTED
-        return flags
+        return (
+            (_V if self.vendor is not None else 0)
+            | (_M if self.mandatory else 0)
+            | (_P if self.protected else 0)
+        )
 
     @property
     def key(self) -> tuple[int, int]:
@@ -138,7 +146,11 @@ def find_all(avps: tuple[Avp, ...], code: int, vendor: int | None = None) -> Ite
 
 
 def find_avp(avps: tuple[Avp, ...], code: int, vendor: int | None = None) -> Avp | None:
-    return next(find_all(avps, code, vendor), None)
+    want_vendor = default_vendor(code) if vendor is None else vendor
+    for a in avps:
+        if a.code == code and (a.vendor or 0) == want_vendor:
+            return a
+    return None
 
 
 # Values ------------------------------------------------------------------------
@@ -278,6 +290,7 @@ def decode_avps(
     out: list[Avp] = []
     pos = start
     unpack_header = _HEADER.unpack_from
+    defs_get = dictionary.definitions.get
     while pos < end:
         if end - pos < 8:
             raise DecodeError(
@@ -288,9 +301,9 @@ def decode_avps(
         code, flags_len = unpack_header(data, pos)
         flags = flags_len >> 24
         length = flags_len & 0xFFFFFF
-        has_vendor = bool(flags & AvpFlag.VENDOR)
-        mandatory = bool(flags & AvpFlag.MANDATORY)
-        protected = bool(flags & AvpFlag.PROTECTED)
+        has_vendor = bool(flags & _V)
+        mandatory = bool(flags & _M)
+        protected = bool(flags & _P)
         header_len = 12 if has_vendor else 8
         vendor: int | None = None
         if has_vendor:
@@ -310,7 +323,7 @@ def decode_avps(
             )
         payload_start = pos + header_len
         payload_end = pos + length
-        definition = dictionary.avp_def(code, vendor or 0)
+        definition = defs_get((code, vendor or 0))
         if definition is None:
             if strict and mandatory:
                 raise DecodeError(
@@ -323,7 +336,7 @@ def decode_avps(
             kind = AvpType.OCTET_STRING
         else:
             kind = definition.type
-            if strict and mandatory and not definition.may_be_mandatory:
+            if strict and mandatory and definition.m_forbidden:
                 raise DecodeError(
                     f"AVP {definition.name} must not carry the M bit",
                     ResultCode.INVALID_AVP_BITS,
@@ -367,7 +380,7 @@ def decode_avps(
                 raise
         else:
             try:
-                value = _decode_scalar(kind, bytes(data[payload_start:payload_end]))
+                value = _decode_scalar(kind, data[payload_start:payload_end])
             except _ValueError as exc:
                 if lenient:
                     out.append(

@@ -8,7 +8,7 @@ imsp2pd sends. :func:`default_dictionary` returns the shared immutable instance;
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -36,6 +36,10 @@ class AvpDef:
     @property
     def may_be_mandatory(self) -> bool:
         return self.m_rule is not MRule.MUST_NOT
+
+    @property
+    def m_forbidden(self) -> bool:
+        return self.m_rule is MRule.MUST_NOT
 
 
 AvpKey = tuple[int, int]
@@ -428,6 +432,12 @@ class Dictionary:
             self._avps[(d.code, d.vendor)] = d
             self._names[d.name.lower()] = d
         self._commands: dict[int, CommandDef] = {c.code: c for c in commands}
+        self._made: dict[tuple[type, int], AvpDef] = {}
+
+    @property
+    def definitions(self) -> Mapping[AvpKey, AvpDef]:
+        """Every AVP definition by (code, vendor) (read-only; the codec's hot path)."""
+        return self._avps
 
     def extend(
         self, avps: Iterable[AvpDef] = (), commands: Iterable[CommandDef] = ()
@@ -452,7 +462,12 @@ class Dictionary:
 
     def make(self, avp: str | int, value: Value, *, mandatory: bool | None = None) -> Avp:
         """An AVP with the type, vendor and M bit the dictionary gives it."""
-        d = self.lookup(avp)
+        if isinstance(avp, str):
+            d = self.lookup(avp)
+        else:
+            key = (type(avp), int(avp))  # memoised: make() runs for every AVP we send
+            found = self._made.get(key)
+            d = found if found is not None else self._made.setdefault(key, self.lookup(avp))
         if mandatory is None:
             mandatory = d.m_rule is MRule.MUST
         return Avp(d.code, value, d.type, d.vendor if d.vendor else None, mandatory)

@@ -20,6 +20,11 @@ from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
 from imsp2pd.diameter.errors import DecodeError, EncodeError, FramingError
 
 _HDR = struct.Struct("!IIIII")
+# Plain ints in the hot paths: IntFlag arithmetic is slow.
+_R = int(Flag.REQUEST)
+_P = int(Flag.PROXIABLE)
+_E = int(Flag.ERROR)
+_T = int(Flag.RETRANSMITTED)
 _RESERVED_FLAGS = 0x0F
 
 
@@ -35,7 +40,7 @@ class Header:
 
     @property
     def is_request(self) -> bool:
-        return bool(self.flags & Flag.REQUEST)
+        return bool(self.flags & _R)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +56,19 @@ class Message:
 
     @property
     def is_request(self) -> bool:
-        return bool(self.flags & Flag.REQUEST)
+        return bool(self.flags & _R)
 
     @property
     def is_error(self) -> bool:
-        return bool(self.flags & Flag.ERROR)
+        return bool(self.flags & _E)
 
     @property
     def is_proxiable(self) -> bool:
-        return bool(self.flags & Flag.PROXIABLE)
+        return bool(self.flags & _P)
 
     @property
     def is_retransmission(self) -> bool:
-        return bool(self.flags & Flag.RETRANSMITTED)
+        return bool(self.flags & _T)
 
     @property
     def header(self) -> Header:
@@ -217,7 +222,7 @@ def decode_message(data: bytes, dictionary: Dictionary) -> Message:
     header = decode_header(data)
     is_request = header.is_request
     try:
-        if is_request and header.flags & Flag.ERROR:
+        if is_request and header.flags & _E:
             raise DecodeError("request with the E bit", ResultCode.INVALID_HDR_BITS)
         avps = decode_avps(data, dictionary, strict=is_request, start=HEADER_LENGTH)
         command = dictionary.command(header.code)
@@ -293,8 +298,8 @@ def request(
     hop_by_hop: int = 0,
     end_to_end: int = 0,
 ) -> Message:
-    flags = Flag.REQUEST | (Flag.PROXIABLE if proxiable else 0)
-    return Message(code, application, int(flags), hop_by_hop, end_to_end, tuple(avps))
+    flags = _R | (_P if proxiable else 0)
+    return Message(code, application, flags, hop_by_hop, end_to_end, tuple(avps))
 
 
 def answer(
@@ -345,9 +350,9 @@ def answer(
         out.append(d.group(AvpCode.FAILED_AVP, failed))
     if isinstance(req, Message):
         out.extend(req.find_all(AvpCode.PROXY_INFO))
-    flags = header.flags & Flag.PROXIABLE
+    flags = header.flags & _P
     if result_code is not None and experimental is None and is_protocol_error(result_code):
-        flags |= Flag.ERROR
+        flags |= _E
     return Message(
         header.code,
         header.application,

@@ -48,6 +48,7 @@ from imsp2pd.diameter.message import (
 )
 
 IPAddress = IPv4Address | IPv6Address
+_REQUEST = int(Flag.REQUEST)
 
 
 class Role(Enum):
@@ -391,8 +392,8 @@ class PeerConnection:
             raise PeerUnavailable(f"connection is {self.state.value}, not open")
         hbh = self._next_hbh()
         e2e = message.end_to_end or self._e2e.next()
-        flags = message.flags | Flag.REQUEST
-        sent = Message(message.code, message.application, int(flags), hbh, e2e, message.avps)
+        flags = message.flags | _REQUEST
+        sent = Message(message.code, message.application, flags, hbh, e2e, message.avps)
         deadline = now + (self.local.request_timeout if timeout is None else timeout)
         self._pending[hbh] = _Pending(sent, deadline)
         heapq.heappush(self._timeouts, (deadline, hbh))

@@ -64,9 +64,12 @@ class DiameterProtocol(TwistedProtocol):
     # Twisted side -------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        transport: Any = self.transport
+        if hasattr(transport, "setTcpNoDelay"):
+            # Request/answer traffic: Nagle's algorithm only adds delay.
+            transport.setTcpNoDelay(True)
         addresses: tuple[IPAddress, ...] = ()
         try:
-            transport: Any = self.transport
             addresses = (ip_address(transport.getHost().host),)
         except (AttributeError, ValueError):
             addresses = ()

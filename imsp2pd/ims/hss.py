@@ -226,6 +226,8 @@ class Hss:
 
     def _update_set(self, txn: Any, ident: dict[str, Any], **changes: Any) -> None:
         for member in self._set_members(txn, ident):
+            if all(member.get(k) == v for k, v in changes.items()):
+                continue  # a re-registration changes nothing: no write, no fsync
             member.update(changes)
             txn.put(IDENTITIES, member["impu"], member)
 
