@@ -50,6 +50,7 @@ def write_lab(
     *,
     balances: dict[str, str] | None = None,
     listing: str = "provider",
+    seeder_upload_kib: int = 0,
     extra: str = "",
 ) -> tuple[Path, dict[str, int]]:
     """The lab's config on free ports; (config path, ports by name)."""
@@ -119,6 +120,7 @@ completion_poll = 0.3
 "http://127.0.0.1:{p["trk"]}" = "http://127.0.0.1:{p["ctl"]}"
 [seeder]
 poll = 0.3
+upload_kib = {seeder_upload_kib}
 {extra}
 """)
     return config, p

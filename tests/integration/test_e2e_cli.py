@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,13 +24,19 @@ from tests.integration.labkit import BIN, Daemon, write_lab
 ROLES = "hss,pcscf,icscf,scscf,ocs,drm,tracker,as,index,seeder"
 
 
-class CliEndToEndTests(TestCase):
+class CliLab(TestCase):
+    """A daemon with every role on a lab config, and the `imsp2p` commands against it."""
+
     timeout = 300
+    seeder_kib = 0  # the operator seeder's upload limit (0: none)
 
     def setUp(self) -> None:
         self.dir = Path(self.mktemp()).resolve()
         self.config, self.p = write_lab(
-            self.dir, balances={"alice": "10.00", "dave": "0.00"}, listing="auto"
+            self.dir,
+            balances={"alice": "10.00", "dave": "0.00"},
+            listing="auto",
+            seeder_upload_kib=self.seeder_kib,
         )
         self.env = {k: v for k, v in os.environ.items() if k not in ("IMSP2P_CONFIG", "PYTHONPATH")}
         self.env["IMSP2P_CONFIG"] = str(self.config)
@@ -80,47 +87,36 @@ class CliEndToEndTests(TestCase):
             )
         return r
 
-    def test_publish_seed_buy_download_play(self) -> None:
+    def publish_and_seed(self, size: int, upload_kib: int | None = None) -> tuple[Path, dict, str]:
+        """carol publishes ``size`` random bytes and seeds them; returns (original, publication, DOI)
+        once the AS lists the content."""
         original = self.dir / "film.bin"
-        original.write_bytes(os.urandom(3 * 1024 * 1024 + 12345))
-        r = self.imsp2p(
-            "publish",
-            str(original),
-            "--user",
-            "carol",
-            "--title",
-            "Film One",
-            "--genre",
-            "drama",
-            "--offer",
-            "rent,2.50,EUR,plays=3,devices=2",
-            password="carol-pass",
-        )
+        original.write_bytes(os.urandom(size))
+        r = self.imsp2p("publish", str(original), "--user", "carol", "--title", "Film One",
+                        "--genre", "drama", "--offer", "rent,2.50,EUR,plays=3,devices=2",
+                        password="carol-pass")  # fmt: skip
         self.assertIn("published 10.5555/", r.stdout)
         (info,) = (self.dir / "var" / "client" / "carol" / "published").glob("*.json")
         published = json.loads(info.read_text())
         doi = published["doi"]
-        seeder = self.spawn(
-            "seed",
-            str(BIN / "imsp2p"),
-            "torrent",
-            "seed",
-            published["torrent"],
-            published["protected"],
-            "--announce",
-            published["announce_url"],
-        )
-        # the AS lists the content once the provider seeds the whole of it
-        for _ in range(200):
+        rate = ["--upload-rate", str(upload_kib)] if upload_kib else []
+        seeder = self.spawn("seed", str(BIN / "imsp2p"), "torrent", "seed", published["torrent"],
+                            published["protected"], "--announce", published["announce_url"], *rate)  # fmt: skip
+        # the AS lists the content once the operator's seeder has all of it
+        for _ in range(300):
             if seeder.poll() is not None:
                 self.fail("seeder exited: " + self.tail("seed"))
-            r = self.imsp2p("browse", "--json")
-            if doi in r.stdout:
+            if doi in self.imsp2p("browse", "--json").stdout:
                 break
             time.sleep(0.2)
         else:
             self.fail(f"{doi} never listed; seeder: {self.tail('seed')}")
+        return original, published, doi
 
+
+class CliEndToEndTests(CliLab):
+    def test_publish_seed_buy_download_play(self) -> None:
+        original, published, doi = self.publish_and_seed(3 * 1024 * 1024 + 12345)
         status = json.loads(self.imsp2p("admin", "seeder", "status").stdout)
         (swarm,) = status["swarms"]
         self.assertEqual(
@@ -163,3 +159,68 @@ class CliEndToEndTests(TestCase):
             (self.dir / "var" / "client" / "dave" / "grants").exists()
             and any((self.dir / "var" / "client" / "dave" / "grants").iterdir())
         )
+
+
+class RestartTests(CliLab):
+    """kill -9 of the daemon (and of the client) in the middle of a download loses nothing."""
+
+    seeder_kib = 256
+
+    def test_kill_mid_download_then_resume(self) -> None:
+        from imsp2pd.bittorrent.metainfo import parse_metainfo
+        from imsp2pd.bittorrent.storage import Storage
+
+        original, published, doi = self.publish_and_seed(4 * 1024 * 1024)
+        # from now on only the operator's seeder (256 KiB/s) serves the swarm
+        self.procs[-1].terminate()
+        self.procs[-1].wait()
+        status = json.loads(self.imsp2p("admin", "seeder", "status").stdout)
+        self.assertEqual(status["upload_rate"], 256 * 1024)
+        grant = self.dir / "grant.json"
+        self.imsp2p(
+            "buy",
+            doi,
+            "--offer",
+            "rent",
+            "--user",
+            "alice",
+            "-o",
+            str(grant),
+            password="alice-pass",
+        )
+        first = json.loads(grant.read_text())
+        download = self.dir / "film.dl"
+        fetch = self.spawn(
+            "fetch", str(BIN / "imsp2p"), "download", str(grant), "-o", str(download), "--quiet"
+        )
+        time.sleep(3)
+        fetch.kill()
+        fetch.wait()
+        self.daemon.stop(signal.SIGKILL)
+        meta = parse_metainfo(Path(str(download) + ".torrent").read_bytes())
+        storage = Storage(meta, download, create=False)
+        have = sum(storage.check())
+        storage.close()
+        self.assertTrue(
+            0 < have < meta.num_pieces, f"{have} of {meta.num_pieces} pieces at the kill"
+        )
+
+        self.daemon = Daemon(self.config, ROLES, self.p["ctl"], name="daemon2")
+        self.addCleanup(self.daemon.stop)
+        self.daemon.wait_healthy()
+        # the purchase survived: the same purchase id gives the same grant, charged once
+        self.imsp2p("buy", doi, "--offer", "rent", "--user", "alice", "--purchase-id", first["purchase_id"],
+                    "-o", str(grant), password="alice-pass")  # fmt: skip
+        self.assertEqual(json.loads(grant.read_text()), first)
+        balance = json.loads(
+            self.imsp2p("admin", "balance", "show", "sip:alice@ims.example.org").stdout
+        )
+        self.assertEqual(balance["balance"], "7.50")
+        # the partial download resumes and completes; the license comes from the restarted DRM server
+        self.imsp2p(
+            "download", str(grant), "-o", str(download), "--timeout", "120", "--quiet", timeout=180
+        )
+        out = self.dir / "film.out"
+        self.imsp2p("play", str(grant), str(download), "-o", str(out),
+                    "--keystore", str(self.dir / "alice.keystore"))  # fmt: skip
+        self.assertEqual(out.read_bytes(), original.read_bytes())
