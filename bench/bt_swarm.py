@@ -115,7 +115,7 @@ def main() -> int:
         if not isinstance(outcome, type(None)):
             result["error"] = 1.0
             print(f"swarm benchmark failed: {outcome}")
-        for t, ann, storage in engines:
+        for t, _, _ in engines:
             t.stop()
         reactor.callLater(0.5, reactor.stop)
 
