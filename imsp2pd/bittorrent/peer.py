@@ -114,6 +114,10 @@ class PeerProtocol(Protocol):
             log.error("storage: {error}", error=str(exc))
             self.drop()
             return
+        except Exception:
+            log.failure("peer {addr}: internal error, connection dropped", addr=self.peer_addr)
+            self.drop()
+            return
         self.flush()
 
     def flush(self) -> None:

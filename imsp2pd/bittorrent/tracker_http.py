@@ -120,10 +120,14 @@ class TrackerResource(Resource):
         request.setHeader(b"content-type", b"text/plain")
         request.setHeader(b"cache-control", b"no-store")
         raw_query = request.uri.partition(b"?")[2]
-        if request.path == b"/announce":
-            return self._announce(request, raw_query)
-        if request.path == b"/scrape":
-            return self._scrape(raw_query)
+        try:
+            if request.path == b"/announce":
+                return self._announce(request, raw_query)
+            if request.path == b"/scrape":
+                return self._scrape(raw_query)
+        except Exception:
+            log.failure("tracker: internal error on {path}", path=request.path.decode("latin-1"))
+            return failure_body("internal tracker error, retry later", retry_in=60)
         request.setResponseCode(404)
         return failure_body("no such resource")
 

@@ -178,6 +178,17 @@ class TrackerHttpTests(TestCase):
         self.assertIn(b"failure reason", body)
 
     @inlineCallbacks
+    def test_internal_errors_are_a_failure_reason_not_a_traceback(self) -> Any:
+        def boom(*args: Any) -> bytes:
+            raise ZeroDivisionError()
+
+        self.tracker.announce = boom  # type: ignore[method-assign,assignment]
+        body = yield self.get(announce_url(self.token()))
+        self.assertEqual(body[b"failure reason"], b"internal tracker error, retry later")
+        self.assertEqual(body[b"retry in"], 60)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    @inlineCallbacks
     def test_scrape(self) -> Any:
         yield self.call("POST", "/admin/swarms", {"info_hash": IH.hex(), "state": "active"})
         yield self.get(announce_url(self.token(), left=0))
