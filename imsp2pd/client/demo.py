@@ -247,14 +247,13 @@ class Demo:
         carol_seed = self.spawn(
             "carol-seed",
             *self.cli,
-            "torrent",
             "seed",
-            published["torrent"],
-            published["protected"],
-            "--announce",
-            published["announce_url"],
+            str(info),
+            "--user",
+            "carol",
             "--upload-rate",
             str(args.origin_kib),
+            env=dict(self.env, IMSP2P_PASSWORD=LAB_USERS["carol"]),
         )
         for _ in range(6000):
             listed = self.admin("GET", "/admin/publications?state=listed")["publications"]

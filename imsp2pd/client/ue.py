@@ -77,6 +77,7 @@ class UserEquipment:
         self.service_route: list[str] = []
         self.cseq = 0
         self.call_id: str | None = None
+        self._stopped = False
 
     @property
     def contact(self) -> str:
@@ -142,6 +143,9 @@ class UserEquipment:
 
     @inlineCallbacks
     def stop(self) -> Any:
+        if self._stopped:
+            return
+        self._stopped = True
         if self._refresh is not None and self._refresh.active():
             self._refresh.cancel()
         if self.registered:

@@ -109,6 +109,8 @@ def with_ue(args: argparse.Namespace, ctx: Context, body: Any) -> int:
     @inlineCallbacks
     def main(reactor: Any) -> Any:
         ue = UserEquipment(reactor, acc, pcscf)
+        # Interrupted (Ctrl-C while seeding or following a list): de-register first.
+        reactor.addSystemEventTrigger("before", "shutdown", ue.stop)
         try:
             yield ue.start()
             outcome["result"] = yield body(
@@ -314,6 +316,21 @@ def register_publish(cli: CommandLine) -> None:
         "play_seconds_from_first_use), or the offer as JSON; repeatable",
     )
     p.add_argument("--piece-length", type=int, default=256 * 1024, help="bytes (default 256 KiB)")
+    p.add_argument("--seed", action="store_true", help="then seed it until interrupted")
+    _seed_options(p)
+    p = cli.command(
+        "seed",
+        "seed a publication (from `imsp2p publish`) and keep its seeding presence at the AS",
+        seed_cmd,
+    )
+    _account_options(p)
+    p.add_argument("publication", metavar="PUBLISHED.json")
+    _seed_options(p)
+
+
+def _seed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upload-rate", type=float, metavar="KiB/s", help="upload limit")
+    p.add_argument("--port", type=int, default=0, help="peer-wire port (default: any free)")
 
 
 def parse_offer_spec(spec: str) -> dict[str, Any]:
@@ -406,9 +423,81 @@ def publish_cmd(args: argparse.Namespace, ctx: Context) -> int:
                 indent=2,
             )
         ctx.print(f"published {doi} ({meta.info_hash_hex}); muted until a seeder completes it")
-        ctx.print(
-            f"seed it: imsp2p torrent seed {torrent_path} {protected} --announce "
-            f'"$(jq -r .announce_url {info})"'
+        if args.seed:
+            yield seed_publication(reactor, svc, json.loads(info.read_text()), args, ctx)
+        else:
+            ctx.print(f"seed it: imsp2p seed {info}")
+
+    return with_ue(args, ctx, body)
+
+
+def seed_publication(
+    reactor: Any, svc: Any, publication: dict[str, Any], args: Any, ctx: Context
+) -> Any:
+    """Seed a publication until interrupted, refreshing the seeding presence at the AS."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import LoopingCall
+
+    from imsp2pd.bittorrent import commands as torrent_commands
+    from imsp2pd.bittorrent.peer import Torrent
+    from imsp2pd.bittorrent.storage import Storage, StorageError
+
+    meta = torrent_commands._load(publication["torrent"])
+    try:
+        storage = Storage(meta, publication["protected"], create=False)
+        have = storage.check()
+    except StorageError as e:
+        raise UserError(str(e)) from None
+    if not all(have):
+        storage.close()
+        raise UserError(f"{publication['protected']} does not match its .torrent")
+    rate = None if args.upload_rate is None else args.upload_rate * 1024
+    torrent = Torrent(reactor, meta, storage, have=have, upload_rate=rate)
+    start = argparse.Namespace(
+        port=args.port, interface="127.0.0.1", announce=publication["announce_url"]
+    )
+    port, announcer = torrent_commands._start(reactor, start, torrent)
+    ctx.print(f"seeding {publication['doi']} on 127.0.0.1:{port.getHost().port}; Ctrl-C stops")
+    if hasattr(ctx.stdout, "flush"):
+        ctx.stdout.flush()
+    etag = {"value": publication.get("etag")}
+
+    def refresh() -> Any:
+        if not etag["value"]:
+            return None
+        d = svc.refresh(etag["value"], 600)
+        d.addCallback(lambda new: etag.update(value=new))
+        d.addErrback(
+            lambda f: ctx.print(f"imsp2p: seeding presence not refreshed: {f.getErrorMessage()}")
         )
+        return d
+
+    presence = LoopingCall(refresh)
+    presence.clock = reactor
+    presence.start(300, now=True)
+
+    def shutdown() -> Any:
+        if presence.running:
+            presence.stop()
+        torrent.stop()
+        storage.close()
+        return announcer.stop() if announcer is not None else None
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    return Deferred()  # until interrupted
+
+
+def seed_cmd(args: argparse.Namespace, ctx: Context) -> int:
+    try:
+        publication = json.loads(Path(args.publication).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{args.publication}: not a publication ({e})") from None
+    if not isinstance(publication, dict) or not {"torrent", "protected", "announce_url"} <= set(
+        publication
+    ):
+        raise UserError(f"{args.publication}: not a publication written by `imsp2p publish`")
+
+    def body(reactor: Any, ue: Any, svc: Any) -> Any:
+        return seed_publication(reactor, svc, publication, args, ctx)
 
     return with_ue(args, ctx, body)

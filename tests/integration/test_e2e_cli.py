@@ -47,9 +47,10 @@ class CliLab(TestCase):
         self.addCleanup(self.daemon.stop)
         self.daemon.wait_healthy()
 
-    def spawn(self, name: str, *cmd: str) -> subprocess.Popen:
+    def spawn(self, name: str, *cmd: str, password: str | None = None) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")
-        p = subprocess.Popen(cmd, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(self.env, IMSP2P_PASSWORD=password) if password else self.env
+        p = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(p)
         return p
@@ -100,8 +101,8 @@ class CliLab(TestCase):
         published = json.loads(info.read_text())
         doi = published["doi"]
         rate = ["--upload-rate", str(upload_kib)] if upload_kib else []
-        seeder = self.spawn("seed", str(BIN / "imsp2p"), "torrent", "seed", published["torrent"],
-                            published["protected"], "--announce", published["announce_url"], *rate)  # fmt: skip
+        seeder = self.spawn("seed", str(BIN / "imsp2p"), "seed", str(info), "--user", "carol", *rate,
+                            password="carol-pass")  # fmt: skip
         # the AS lists the content once the operator's seeder has all of it
         for _ in range(300):
             if seeder.poll() is not None:
