@@ -32,6 +32,7 @@ from imsp2pd.roles import Hub, IRole, Role
 from imsp2pd.store import Store
 
 log = Logger()
+DEFAULT_PROVISIONING = "subscribers.toml"
 
 
 def _positive(value: float) -> str | None:
@@ -50,9 +51,17 @@ class HssService(Service):
             from imsp2pd.ims.hss import load_provisioning
 
             path, data = self.provisioning
-            counts = self.hss.store.transact_now(
-                lambda txn: load_provisioning(self.hss, txn, data, str(path))
-            )
+            try:
+                counts = self.hss.store.transact_now(
+                    lambda txn: load_provisioning(self.hss, txn, data, str(path))
+                )
+            except ValueError as e:  # e.g. an IMPU the admin API gave to someone else
+                log.error(
+                    "HSS provisioning from {path} not applied: {error}",
+                    path=str(path),
+                    error=str(e),
+                )
+                counts = {"subscribers": 0, "psis": 0}
             log.info(
                 "HSS provisioning from {path}: {subscribers} subscribers, {psis} PSIs",
                 path=str(path),
@@ -84,20 +93,36 @@ class HssRole(Role):
             item=str,
         ),
         "provisioning": Field(
-            str, "subscribers.toml", "provisioning file applied at start ('' for none)"
+            str, DEFAULT_PROVISIONING, "provisioning file applied at start ('' for none)"
         ),
         "watchdog_interval": Field(float, 30.0, "Diameter Tw in seconds", check=_positive),
         "max_auth_items": Field(int, 5, "most AKA vectors per MAA", check=_positive),
     }
 
     def check(self, config: Config) -> None:
-        self._provisioning(config)
+        found = self._provisioning(config)
+        if found is None:
+            return
+        from imsp2pd.ims.hss import Hss, HssConfig, MemoryTxn, ProvisioningError, load_provisioning
+
+        path, data = found
+        try:  # a dry run, so that a bad file is one line at start, not a failed service
+            load_provisioning(
+                Hss(HssConfig(realm=config["ims"]["domain"])), MemoryTxn(), data, str(path)
+            )
+        except (ProvisioningError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"config: [hss] provisioning: {e}") from None
 
     def _provisioning(self, config: Config) -> tuple[Any, dict[str, Any]] | None:
         name = config["hss"]["provisioning"]
         if not name:
             return None
         path = config.path(name)
+        if name == DEFAULT_PROVISIONING and not path.exists():
+            # The default file is optional (a config without it starts with no
+            # subscribers); a file named explicitly must exist.
+            log.warn("HSS: no provisioning file {path}; starting without", path=str(path))
+            return None
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)

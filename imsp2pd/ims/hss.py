@@ -626,6 +626,43 @@ def load_provisioning(
     return {"subscribers": len(subs), "psis": len(psis)}
 
 
+class MemoryTxn:
+    """A dict-backed stand-in for a store transaction: dry runs (config checks) and tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        doc = self.data.get(collection, {}).get(key)
+        return dict(doc) if doc is not None else None
+
+    def put(self, collection: str, key: str, doc: dict[str, Any]) -> None:
+        self.data.setdefault(collection, {})[key] = dict(doc)
+
+    def delete(self, collection: str, key: str) -> bool:
+        return self.data.get(collection, {}).pop(key, None) is not None
+
+    def find(
+        self, collection: str, limit: int | None = None, **eq: Any
+    ) -> list[tuple[str, dict[str, Any]]]:
+        found = [
+            (k, dict(d))
+            for k, d in sorted(self.data.get(collection, {}).items())
+            if all(d.get(f) == v for f, v in eq.items())
+        ]
+        return found[:limit] if limit is not None else found
+
+    def scan(
+        self, collection: str, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> Any:
+        items = [
+            (k, dict(d))
+            for k, d in sorted(self.data.get(collection, {}).items())
+            if k.startswith(prefix) and (after is None or k > after)
+        ]
+        return iter(items[:limit] if limit is not None else items)
+
+
 def _has_unregistered_services(sub: Mapping[str, Any]) -> bool:
     """True if an iFC triggers on a terminating-unregistered session case."""
     for doc in sub.get("ifcs", []):
@@ -648,5 +685,6 @@ __all__ = [
     "content_ifcs",
     "digest_ha1",
     "ifc_documents",
+    "MemoryTxn",
     "load_provisioning",
 ]

@@ -287,3 +287,32 @@ class HssDaemonTests(TestCase):
         r = self.cli("admin", "subscriber", "show", "frank@ims.example.org")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("404", r.stderr)
+
+    def test_bad_provisioning_is_one_line(self) -> None:
+        text = self.config.read_text() + 'provisioning = "nope.toml"\n'
+        self.config.write_text(text)
+        r = subprocess.run(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss"],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertNotEqual(r.returncode, 0)
+        out = r.stdout + r.stderr
+        self.assertIn("[hss] provisioning: cannot read", out)
+        self.assertNotIn("Traceback", out)
+        (self.dir / "etc" / "nope.toml").write_text(
+            "[[subscriber]]\nimpi = 'x@y'\nimpus = ['http://bad']\n"
+        )
+        r = subprocess.run(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss"],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("must be a sip:, sips: or tel: URI", r.stdout + r.stderr)

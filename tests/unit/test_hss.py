@@ -359,3 +359,49 @@ def test_delete_and_admin_deregistration(h: Harness) -> None:
     assert h.store.transact_now(lambda t: h.hss.delete_subscriber(t, ALICE)) is True
     assert h.store.transact_now(lambda t: h.hss.delete_subscriber(t, ALICE)) is False
     assert cx.outcome(h.lir(ALICE_IMPU)).code == CxResult.ERROR_USER_UNKNOWN
+
+
+def test_lab_provisioning_file_loads_idempotently() -> None:
+    import tomllib
+
+    from imsp2pd.ims.hss import MemoryTxn, load_provisioning
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "etc" / "subscribers.toml").read_text())
+    hss = Hss(HssConfig())
+    txn = MemoryTxn()
+    assert load_provisioning(hss, txn, data) == {"subscribers": 4, "psis": 1}
+    first = {c: dict(docs) for c, docs in txn.data.items()}
+    load_provisioning(hss, txn, data)
+    assert txn.data == first
+    alice = hss.get_subscriber(txn, ALICE)
+    assert (
+        alice is not None
+        and alice["digest"]
+        and alice["ifcs"][0]["application_server"]["server_name"] == "sip:127.0.0.1:7060"
+    )
+    assert txn.get("hss_identities", PSI)["as"] == "sip:127.0.0.1:7060"  # type: ignore[index]
+    assert "alice-pass" not in repr(txn.data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"users": []}, "unknown section"),
+        ({"psi": [{"identity": "sip:p@x"}]}, "needs identity and application_server"),
+        ({"subscriber": [{"impus": ["sip:a@b"]}]}, "needs impi"),
+        (
+            {"subscriber": [{"impi": "a@b", "impus": ["sip:a@b"], "colour": "red"}]},
+            "unknown key 'colour'",
+        ),
+        (
+            {"subscriber": [{"impi": "a@b", "impus": ["sip:a@b"], "profile": "gold"}]},
+            "profile must be",
+        ),
+    ],
+)
+def test_bad_provisioning_files(data: dict[str, Any], message: str) -> None:
+    from imsp2pd.ims.hss import MemoryTxn, load_provisioning
+
+    with pytest.raises(ProvisioningError, match=message):
+        load_provisioning(Hss(HssConfig()), MemoryTxn(), data)
