@@ -65,6 +65,12 @@ class AsRole(Role):
             check=one_of("auto", "operator", "provider"),
         ),
         "completion_poll": Field(float, 2.0, "seconds between checks of pending swarms"),
+        "trusted_hosts": Field(
+            list,
+            ["127.0.0.1", "::1"],
+            "addresses whose P-Asserted-Identity the AS believes (the S-CSCFs)",
+            item=str,
+        ),
     }
 
     def check(self, config: Config) -> None:
@@ -167,6 +173,7 @@ class AsRole(Role):
                 psi=s["psi"],
                 contact=f"sip:as@{host}:{port};transport=tcp",
                 scscf=Target("TCP", scscf_host, scscf_port),
+                trusted_hosts=frozenset(s["trusted_hosts"]),
             ),
             reactor.seconds,
         )

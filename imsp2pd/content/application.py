@@ -30,9 +30,11 @@ SUBSCRIBE (RFC 6665, ``Event: imsp2p-content;genre=G`` or ``;series=S``):
 series (all of them without a parameter), and a new NOTIFY whenever an asset
 is listed there; Expires 0 ends the subscription with a final NOTIFY.
 
-Every request must carry a P-Asserted-Identity: the AS sits behind the
-S-CSCF, which (with the P-CSCF) asserts the identity of the served user; a
-request without one gets 403. Third-party REGISTERs from the S-CSCF get 200.
+Every request must carry a P-Asserted-Identity and come from a host of the
+trust domain (``[as] trusted_hosts``: the S-CSCFs; RFC 3325): the AS sits
+behind the S-CSCF, which (with the P-CSCF) asserts the identity of the
+served user; anything else gets 403. Third-party REGISTERs from the S-CSCF
+get 200.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class AsConfig:
     max_publish_expires: int = 86400
     subscribe_expires: int = 3600
     max_subscribe_expires: int = 86400
+    # Sources whose P-Asserted-Identity the AS believes: the S-CSCFs (RFC 3325 trust domain).
+    trusted_hosts: frozenset[str] = frozenset({"127.0.0.1", "::1"})
 
 
 def asserted_identity(req: Request) -> str | None:
@@ -201,6 +205,12 @@ class ApplicationServer:
 
         return d.addErrback(failed)
 
+    def _identity(self, req: Request, source: Source) -> str | None:
+        """The served user, when the request comes from the trust domain with one."""
+        if source.host not in self.config.trusted_hosts:
+            return None
+        return asserted_identity(req)
+
     def _is_psi(self, req: Request) -> bool:
         uri = str(req.uri)
         return uri.partition(";")[0] == self.config.psi
@@ -246,7 +256,7 @@ class ApplicationServer:
     def on_message(self, req: Request, source: Source) -> Any:
         if not self._is_psi(req):
             return make_response(req, 404, "Not Found", to_tag=new_tag())
-        impu = asserted_identity(req)
+        impu = self._identity(req, source)
         if impu is None:
             return make_response(req, 403, "No Asserted Identity", to_tag=new_tag())
         ctype = _base_type(req)
@@ -302,7 +312,7 @@ class ApplicationServer:
             )
         if not self._is_psi(req):
             return make_response(req, 404, "Not Found", to_tag=new_tag())
-        impu = asserted_identity(req)
+        impu = self._identity(req, source)
         if impu is None:
             return make_response(req, 403, "No Asserted Identity", to_tag=new_tag())
         expires = self._expires(req, self.config.publish_expires, self.config.max_publish_expires)
@@ -366,7 +376,7 @@ class ApplicationServer:
             return make_response(
                 req, 489, "Bad Event", to_tag=new_tag(), extra=(("Allow-Events", EVENT_PACKAGE),)
             )
-        impu = asserted_identity(req)
+        impu = self._identity(req, source)
         if impu is None:
             return make_response(req, 403, "No Asserted Identity", to_tag=new_tag())
         contacts = req.contacts
