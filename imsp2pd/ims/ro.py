@@ -28,10 +28,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import IntEnum
 
 from imsp2pd.diameter.avp import Avp
-from imsp2pd.diameter.codes import Application, AvpCode, Command, ResultCode, TgppAvp
+from imsp2pd.diameter.codes import (
+    Application,
+    AvpCode,
+    CcRequestType,
+    Command,
+    RequestedAction,
+    ResultCode,
+    SubscriptionIdType,
+    TgppAvp,
+)
 from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
 from imsp2pd.diameter.message import Message, answer, request
 
@@ -41,28 +49,6 @@ MAX_AMOUNT = Decimal("1000000000")
 #: ISO 4217 numeric codes of the currencies the lab knows.
 CURRENCIES = {"EUR": 978, "USD": 840, "GBP": 826, "CHF": 756, "JPY": 392}
 CURRENCY_NAMES = {v: k for k, v in CURRENCIES.items()}
-
-
-class RequestType(IntEnum):
-    INITIAL = 1
-    UPDATE = 2
-    TERMINATION = 3
-    EVENT = 4
-
-
-class RequestedAction(IntEnum):
-    DIRECT_DEBITING = 0
-    REFUND_ACCOUNT = 1
-    CHECK_BALANCE = 2
-    PRICE_ENQUIRY = 3
-
-
-class SubscriptionIdType(IntEnum):
-    END_USER_E164 = 0
-    END_USER_IMSI = 1
-    END_USER_SIP_URI = 2
-    END_USER_NAI = 3
-    END_USER_PRIVATE = 4
 
 
 NODE_FUNCTIONALITY_AS = 6
@@ -191,7 +177,7 @@ def build_ccr(
     avps += [
         d.make(AvpCode.AUTH_APPLICATION_ID, Application.CREDIT_CONTROL),
         d.make(AvpCode.SERVICE_CONTEXT_ID, SERVICE_CONTEXT_IMS),
-        d.make(AvpCode.CC_REQUEST_TYPE, RequestType.EVENT),
+        d.make(AvpCode.CC_REQUEST_TYPE, CcRequestType.EVENT_REQUEST),
         d.make(AvpCode.CC_REQUEST_NUMBER, 0),
         d.make(AvpCode.EVENT_TIMESTAMP, event_time or datetime.now(UTC)),
         d.make(AvpCode.REQUESTED_ACTION, action),
@@ -213,7 +199,7 @@ def parse_ccr(msg: Message) -> CreditRequest:
     if session_id is None:
         raise CcrError(ResultCode.MISSING_AVP, "no Session-Id", d.make(AvpCode.SESSION_ID, ""))
     rtype = msg.get_int(AvpCode.CC_REQUEST_TYPE)
-    if rtype != RequestType.EVENT:
+    if rtype != CcRequestType.EVENT_REQUEST:
         raise CcrError(
             ResultCode.INVALID_AVP_VALUE,
             "only EVENT_REQUEST is supported (IMS event charging)",
@@ -301,7 +287,10 @@ def build_cca(
     d = dictionary or default_dictionary()
     avps = [
         d.make(AvpCode.AUTH_APPLICATION_ID, Application.CREDIT_CONTROL),
-        d.make(AvpCode.CC_REQUEST_TYPE, ccr.get_int(AvpCode.CC_REQUEST_TYPE) or RequestType.EVENT),
+        d.make(
+            AvpCode.CC_REQUEST_TYPE,
+            ccr.get_int(AvpCode.CC_REQUEST_TYPE) or CcRequestType.EVENT_REQUEST,
+        ),
         d.make(AvpCode.CC_REQUEST_NUMBER, ccr.get_int(AvpCode.CC_REQUEST_NUMBER) or 0),
     ]
     if (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imsp2pd.diameter.codes import AvpCode, ResultCode
+from imsp2pd.diameter.codes import AvpCode, CcRequestType, ResultCode
 from imsp2pd.diameter.dictionary import default_dictionary
 from imsp2pd.diameter.message import Message, decode_message
 from imsp2pd.ims.ocs import ACCOUNTS, MIGRATIONS, AccountError, OnlineChargingSystem
@@ -15,7 +15,6 @@ from imsp2pd.ims.ro import (
     CURRENCIES,
     CcrError,
     RequestedAction,
-    RequestType,
     build_ccr,
     parse_ccr,
     read_cca,
@@ -89,7 +88,9 @@ def test_ccr_round_trip() -> None:
     [
         (
             lambda m: replace(
-                m, AvpCode.CC_REQUEST_TYPE, D.make(AvpCode.CC_REQUEST_TYPE, RequestType.INITIAL)
+                m,
+                AvpCode.CC_REQUEST_TYPE,
+                D.make(AvpCode.CC_REQUEST_TYPE, CcRequestType.INITIAL_REQUEST),
             ),
             ResultCode.INVALID_AVP_VALUE,
             AvpCode.CC_REQUEST_TYPE,
@@ -151,7 +152,7 @@ def test_debit_then_duplicate_then_refund(ocs: OnlineChargingSystem) -> None:
     cca = answer(ocs, ccr("as;p1;1"))
     a = read_cca(cca)
     assert (a.result_code, a.amount, a.currency) == (ResultCode.SUCCESS, Decimal("2.50"), EUR)
-    assert cca.get_int(AvpCode.CC_REQUEST_TYPE) == RequestType.EVENT
+    assert cca.get_int(AvpCode.CC_REQUEST_TYPE) == CcRequestType.EVENT_REQUEST
     assert cca.session_id == "as;p1;1"
     assert balance(ocs) == "7.50"
     assert read_cca(answer(ocs, ccr("as;p1;1"))).result_code == ResultCode.SUCCESS
