@@ -30,6 +30,7 @@ from imsp2pd.httpclient import JsonClient
 from imsp2pd.sip.proxy import Target
 from imsp2pd.sip.service import make_node
 from imsp2pd.sip.ua import UserAgent, build_request
+from tests.integration.labkit import announce
 
 BIN = Path(sys.executable).parent
 PSI = "sip:content@ims.example.org"
@@ -232,28 +233,8 @@ completion_poll = 0.2
         self.assertEqual(seeding["doi"], doi)
         return doi, seeding, resp.get("SIP-ETag")
 
-    @inlineCallbacks
     def announce(self, announce_url: str, info_hash: str, left: int):
-        from imsp2pd.bittorrent.bencoding import bdecode
-
-        fields = {
-            "info_hash": bytes.fromhex(info_hash),
-            "peer_id": os.urandom(20),
-            "port": 6881,
-            "uploaded": 0,
-            "downloaded": 0,
-            "left": left,
-            "event": "started",
-            "compact": 1,
-        }
-        # %XX for every byte, as BitTorrent clients do (never "+" for a space)
-        q = urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)
-        client = JsonClient(reactor, announce_url.split("/announce")[0], timeout=5)
-        try:
-            reply = yield client.get("/announce?" + announce_url.split("?", 1)[1] + "&" + q)
-        finally:
-            yield client.close()
-        return bdecode(reply.body)
+        return announce(reactor, announce_url, info_hash, left)
 
     @inlineCallbacks
     def test_publish_list_buy_replay_no_credit_and_takedown(self):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -17,12 +16,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from imsp2pd.bittorrent.bencoding import bdecode
 from imsp2pd.bittorrent.metainfo import make_metainfo
 from imsp2pd.client.content import ContentService
 from imsp2pd.client.ue import Account, UeError, UserEquipment
 from imsp2pd.httpclient import JsonClient
-from tests.integration.labkit import PSI, Daemon, write_lab
+from tests.integration.labkit import PSI, Daemon, announce, write_lab
 
 ROLES = "hss,pcscf,icscf,scscf,ocs,drm,tracker,as"
 
@@ -89,22 +87,7 @@ class LabTestCase(TestCase):
         self.assertEqual(seeding["doi"], doi)
         self.assertTrue(etag)
         self.assertIsNotNone((yield carol_svc.refresh(etag)))
-        fields = {
-            "info_hash": bytes.fromhex(seeding["info_hash"]),
-            "peer_id": os.urandom(20),
-            "port": 6881,
-            "uploaded": 0,
-            "downloaded": 0,
-            "left": 0,
-            "event": "started",
-        }
-        query = urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)
-        url = seeding["announce_url"]
-        tracker = JsonClient(reactor, url.split("/announce")[0], timeout=5)
-        self.addCleanup(tracker.close)
-        answer = bdecode(
-            (yield tracker.get("/announce?" + url.split("?", 1)[1] + "&" + query)).body
-        )
+        answer = yield announce(reactor, seeding["announce_url"], seeding["info_hash"], left=0)
         self.assertNotIn(b"failure reason", answer)
         return doi
 
