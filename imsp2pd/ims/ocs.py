@@ -39,6 +39,7 @@ from imsp2pd.ims.ro import (
     RequestedAction,
     build_cca,
     parse_ccr,
+    shown_amount,
 )
 from imsp2pd.store import Collection, Migration, Store
 
@@ -124,7 +125,7 @@ def decide(txn: Any, req: CreditRequest, now: float) -> Decision:
             "request_number": req.request_number,
             "impu": req.impu,
             "action": req.action.name,
-            "amount": str(req.amount),
+            "amount": shown_amount(req.amount, req.currency),
             "currency": req.currency,
             "icid": req.icid,
             "detail": req.detail,

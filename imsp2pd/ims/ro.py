@@ -49,6 +49,17 @@ MAX_AMOUNT = Decimal("1000000000")
 #: ISO 4217 numeric codes of the currencies the lab knows.
 CURRENCIES = {"EUR": 978, "USD": 840, "GBP": 826, "CHF": 756, "JPY": 392}
 CURRENCY_NAMES = {v: k for k, v in CURRENCIES.items()}
+#: ISO 4217 minor units, for showing amounts as the currency writes them.
+MINOR_UNITS = {978: 2, 840: 2, 826: 2, 756: 2, 392: 0}
+
+
+def shown_amount(amount: Decimal, currency: int) -> str:
+    """``Decimal("2.5")`` in EUR is "2.50"; more precise amounts keep their digits."""
+    places = MINOR_UNITS.get(currency)
+    exponent = amount.as_tuple().exponent
+    if places is None or not isinstance(exponent, int) or -exponent > places:
+        return str(amount)
+    return str(amount.quantize(Decimal(1).scaleb(-places)))
 
 
 NODE_FUNCTIONALITY_AS = 6

@@ -215,3 +215,13 @@ def test_seed_never_overwrites_and_admin_adjusts(ocs: OnlineChargingSystem) -> N
     count: list = []
     ocs.store.transact(lambda t: t.count(ACCOUNTS)).addCallback(count.append)
     assert count == [3]
+
+
+def test_amounts_are_shown_in_the_currencys_minor_units() -> None:
+    from imsp2pd.ims.ro import shown_amount
+
+    assert shown_amount(Decimal("2.5"), EUR) == "2.50"
+    assert shown_amount(Decimal("100"), EUR) == "100.00"
+    assert shown_amount(Decimal("0.001"), EUR) == "0.001"
+    assert shown_amount(Decimal("300"), CURRENCIES["JPY"]) == "300"
+    assert shown_amount(Decimal("2.5"), 999) == "2.5"
