@@ -55,6 +55,7 @@ class HssService(Service):
                 counts = self.hss.store.transact_now(
                     lambda txn: load_provisioning(self.hss, txn, data, str(path))
                 )
+                self.hss.forget_cache()
             except ValueError as e:  # e.g. an IMPU the admin API gave to someone else
                 log.error(
                     "HSS provisioning from {path} not applied: {error}",
@@ -227,7 +228,7 @@ class HssAdmin:
         def run(txn: Any) -> Any:
             return [self.hss.get_subscriber(txn, key) for key, _ in txn.scan(SUBSCRIBERS)]
 
-        return self.store.transact(run).addCallback(lambda subs: {"subscribers": subs})
+        return self.hss.transact(run).addCallback(lambda subs: {"subscribers": subs})
 
     def get_subscriber(self, req: Any) -> Any:
         impi = unquote(req.params["impi"])
@@ -237,7 +238,7 @@ class HssAdmin:
                 raise self._not_found(f"subscriber {impi}")
             return doc
 
-        return self.store.transact(lambda t: self.hss.get_subscriber(t, impi)).addCallback(found)
+        return self.hss.transact(lambda t: self.hss.get_subscriber(t, impi)).addCallback(found)
 
     def put_subscriber(self, req: Any) -> Any:
         from imsp2pd.diameter import cx
@@ -279,7 +280,7 @@ class HssAdmin:
             f.trap(ProvisioningError, TypeError, ValueError, AttributeError)
             raise HttpError(400, "bad_subscriber", str(f.value))
 
-        return self.store.transact(run).addCallbacks(push, bad)
+        return self.hss.transact(run).addCallbacks(push, bad)
 
     def delete_subscriber(self, req: Any) -> Any:
         impi = unquote(req.params["impi"])
@@ -289,7 +290,7 @@ class HssAdmin:
                 raise self._not_found(f"subscriber {impi}")
             return {"deleted": impi}
 
-        return self.store.transact(lambda t: self.hss.delete_subscriber(t, impi)).addCallback(done)
+        return self.hss.transact(lambda t: self.hss.delete_subscriber(t, impi)).addCallback(done)
 
     def deregister(self, req: Any) -> Any:
         from imsp2pd.diameter import cx
@@ -320,7 +321,7 @@ class HssAdmin:
             d.addErrback(lambda f: {**out, "rtr": f"not delivered: {f.getErrorMessage()}"})
             return d
 
-        return self.store.transact(run).addCallback(notify)
+        return self.hss.transact(run).addCallback(notify)
 
     def list_psis(self, req: Any) -> Any:
         from imsp2pd.ims.hss import IDENTITIES
@@ -332,7 +333,7 @@ class HssAdmin:
                 if d.get("kind") == "psi"
             ]
 
-        return self.store.transact(run).addCallback(lambda psis: {"psis": psis})
+        return self.hss.transact(run).addCallback(lambda psis: {"psis": psis})
 
     def put_psi(self, req: Any) -> Any:
         psi = unquote(req.params["psi"])
@@ -346,7 +347,7 @@ class HssAdmin:
         def shown(doc: Any) -> Any:
             return {"identity": psi, "application_server": doc["as"]}
 
-        return self.store.transact(lambda t: self.hss.put_psi(t, psi, server)).addCallbacks(
+        return self.hss.transact(lambda t: self.hss.put_psi(t, psi, server)).addCallbacks(
             shown, self._bad
         )
 
@@ -366,7 +367,7 @@ class HssAdmin:
                 raise self._not_found(f"PSI {psi}")
             return {"deleted": psi}
 
-        return self.store.transact(run).addCallback(done)
+        return self.hss.transact(run).addCallback(done)
 
 
 def _content(psi: Mapping[str, Any]) -> list[dict[str, Any]]:

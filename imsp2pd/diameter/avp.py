@@ -65,6 +65,7 @@ _INT_FORMATS: dict[AvpType, tuple[str, int, int]] = {
     AvpType.UNSIGNED64: ("!Q", 0, 2**64 - 1),
 }
 _INT_STRUCTS = {t: struct.Struct(f) for t, (f, _, _) in _INT_FORMATS.items()}
+_INT_FAST = {t: (_INT_STRUCTS[t].pack, low, high) for t, (_, low, high) in _INT_FORMATS.items()}
 _F32 = struct.Struct("!f")
 _F64 = struct.Struct("!d")
 _HEADER = struct.Struct("!II")
@@ -158,6 +159,14 @@ def find_avp(avps: tuple[Avp, ...], code: int, vendor: int | None = None) -> Avp
 
 def encode_value(kind: AvpType, value: Value) -> bytes:
     """The payload (unpadded) of ``value`` as ``kind``; :class:`EncodeError` if it does not fit."""
+    # Fast paths for what nearly every message carries.
+    vt = type(value)
+    if vt is str and kind in _STR_TYPES:
+        return value.encode("utf-8")  # type: ignore[union-attr]
+    if vt is int:
+        fast = _INT_FAST.get(kind)
+        if fast is not None and fast[1] <= value <= fast[2]:  # type: ignore[operator]
+            return fast[0](value)
     try:
         if kind is AvpType.OCTET_STRING:
             if not isinstance(value, bytes | bytearray):
@@ -224,6 +233,16 @@ class _ValueError(Exception):
 
 
 def _decode_scalar(kind: AvpType, data: bytes) -> Value:
+    if kind in _STR_TYPES:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _ValueError(
+                f"{kind.value} is not valid UTF-8", ResultCode.INVALID_AVP_VALUE
+            ) from None
+    unpacker = _INT_STRUCTS.get(kind)
+    if unpacker is not None and len(data) == unpacker.size:
+        return int(unpacker.unpack(data)[0])
     expected = _FIXED_LENGTH.get(kind)
     if expected is not None and len(data) != expected:
         raise _ValueError(

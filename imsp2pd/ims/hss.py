@@ -25,9 +25,9 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from imsp2pd.diameter import cx
 from imsp2pd.diameter.avp import Avp
@@ -61,6 +61,8 @@ from imsp2pd.ims.profile import (
     to_xml,
 )
 from imsp2pd.store import Collection, Migration, Store
+
+T = TypeVar("T")
 
 SUBSCRIBERS = "hss_subscribers"
 IDENTITIES = "hss_identities"
@@ -145,14 +147,53 @@ class Hss:
         self.store = store
         self.random_bytes = random_bytes
         self.d = dictionary or default_dictionary()
+        self._cache = _Cache()
 
     # Diameter entry points --------------------------------------------------------
 
     def handle(self, req: Message, peer: PeerInfo) -> Deferred[Message]:
-        """The node's handler: one transaction per request."""
+        """The node's handler: one transaction per request.
+
+        A request that only reads what the cache already holds (MAR with SIP
+        Digest, a re-registration SAR that changes nothing, UAR, LIR) is
+        answered from the cache in the reactor thread; anything that writes
+        or misses runs as a store transaction.
+        """
+        view = _CacheView(self._cache)
+        try:
+            return succeed(self.process(view, req))
+        except (_CacheMiss, _CacheWrite):
+            pass
+        return self.transact(lambda txn: self.process(txn, req))
+
+    def transact(self, fn: Callable[[Any], T]) -> Deferred[T]:
+        """Run ``fn(txn)`` in a store transaction and keep the cache in step with it.
+
+        Every write to the HSS collections must go through here (or be
+        followed by :meth:`forget_cache`).
+        """
         if self.store is None:
-            raise RuntimeError("Hss.handle needs a store")
-        return self.store.transact(lambda txn: self.process(txn, req))
+            raise RuntimeError("Hss needs a store")
+        recorders: list[_Recorder] = []
+
+        def run(txn: Any) -> T:
+            rec = _Recorder(txn)
+            recorders.append(rec)
+            return fn(rec)
+
+        def committed(result: T) -> T:
+            for rec in recorders[-1:]:
+                rec.apply(self._cache)
+            return result
+
+        def failed(f: Any) -> Any:
+            self.forget_cache()
+            return f
+
+        return self.store.transact(run).addCallbacks(committed, failed)
+
+    def forget_cache(self) -> None:
+        self._cache.clear()
 
     def process(self, txn: Any, req: Message) -> Message:
         handler = {
@@ -624,6 +665,137 @@ def load_provisioning(
             barred=[str(b) for b in entry.get("barred", [])],
         )
     return {"subscribers": len(subs), "psis": len(psis)}
+
+
+class _CacheMiss(Exception):
+    pass
+
+
+class _CacheWrite(Exception):
+    pass
+
+
+_Key = tuple[str, str]
+_Query = tuple[str, frozenset[tuple[str, Any]]]
+
+
+class _Cache:
+    """Documents and query results as the last committed transactions saw them.
+
+    Only this process writes the HSS collections, always through
+    :meth:`Hss.transact`, so the cache cannot go stale; it is filled by what
+    the transactions read.
+    """
+
+    def __init__(self, max_docs: int = 200_000) -> None:
+        self.docs: dict[_Key, dict[str, Any] | None] = {}
+        self.queries: dict[_Query, list[str]] = {}
+        self.max_docs = max_docs
+
+    def clear(self) -> None:
+        self.docs.clear()
+        self.queries.clear()
+
+
+class _CacheView:
+    """A read-only transaction served from the cache; raises on a miss or a write."""
+
+    def __init__(self, cache: _Cache) -> None:
+        self._cache = cache
+
+    def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        try:
+            doc = self._cache.docs[(collection, key)]
+        except KeyError:
+            raise _CacheMiss from None
+        return None if doc is None else dict(doc)
+
+    def find(
+        self, collection: str, limit: int | None = None, **eq: Any
+    ) -> list[tuple[str, dict[str, Any]]]:
+        keys = self._cache.queries.get((collection, frozenset(eq.items())))
+        if keys is None or limit is not None:
+            raise _CacheMiss
+        out = []
+        for k in keys:
+            doc = self._cache.docs.get((collection, k))
+            if doc is None:
+                raise _CacheMiss
+            out.append((k, dict(doc)))
+        return out
+
+    def put(self, collection: str, key: str, doc: dict[str, Any]) -> None:
+        raise _CacheWrite
+
+    def delete(self, collection: str, key: str) -> bool:
+        raise _CacheWrite
+
+    def insert(self, collection: str, key: str, doc: dict[str, Any]) -> None:
+        raise _CacheWrite
+
+    def scan(self, *args: Any, **kw: Any) -> Any:
+        raise _CacheMiss
+
+
+class _Recorder:
+    """Wraps a store transaction and records what it read and wrote, for the cache."""
+
+    def __init__(self, txn: Any) -> None:
+        self._txn = txn
+        self.read: dict[_Key, dict[str, Any] | None] = {}
+        self.written: dict[_Key, dict[str, Any] | None] = {}
+        self.queries: dict[_Query, list[tuple[str, dict[str, Any]]]] = {}
+
+    def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = self._txn.get(collection, key)
+        if (collection, key) not in self.written:
+            self.read.setdefault((collection, key), None if doc is None else dict(doc))
+        return doc
+
+    def find(
+        self, collection: str, limit: int | None = None, **eq: Any
+    ) -> list[tuple[str, dict[str, Any]]]:
+        found: list[tuple[str, dict[str, Any]]] = self._txn.find(collection, limit, **eq)
+        if limit is None:
+            self.queries[(collection, frozenset(eq.items()))] = [(k, dict(d)) for k, d in found]
+        return found
+
+    def put(self, collection: str, key: str, doc: dict[str, Any]) -> None:
+        self._txn.put(collection, key, doc)
+        self.written[(collection, key)] = dict(doc)
+
+    def insert(self, collection: str, key: str, doc: dict[str, Any]) -> None:
+        self._txn.insert(collection, key, doc)
+        self.written[(collection, key)] = dict(doc)
+
+    def delete(self, collection: str, key: str) -> bool:
+        gone: bool = self._txn.delete(collection, key)
+        self.written[(collection, key)] = None
+        return gone
+
+    def scan(self, *args: Any, **kw: Any) -> Any:
+        return self._txn.scan(*args, **kw)
+
+    def count(self, *args: Any, **kw: Any) -> Any:
+        return self._txn.count(*args, **kw)
+
+    def apply(self, cache: _Cache) -> None:
+        """After the commit: what was read and not written, then what was written."""
+        if len(cache.docs) > cache.max_docs:
+            cache.clear()
+        touched = {c for c, _ in self.written}
+        for q in [q for q in cache.queries if q[0] in touched]:
+            del cache.queries[q]
+        for (collection, eq), found in self.queries.items():
+            if collection in touched:
+                continue
+            cache.queries[(collection, eq)] = [k for k, _ in found]
+            for k, d in found:
+                cache.docs.setdefault((collection, k), d)
+        for key, doc in self.read.items():
+            cache.docs[key] = doc
+        for key, doc in self.written.items():
+            cache.docs[key] = doc
 
 
 class MemoryTxn:

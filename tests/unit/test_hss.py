@@ -405,3 +405,77 @@ def test_bad_provisioning_files(data: dict[str, Any], message: str) -> None:
 
     with pytest.raises(ProvisioningError, match=message):
         load_provisioning(Hss(HssConfig()), MemoryTxn(), data)
+
+
+class CountingStore:
+    """A store wrapper that counts transactions (the cache should save most of them)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.count = 0
+
+    def transact(self, fn: Any) -> Any:
+        self.count += 1
+        return self.store.transact(fn)
+
+
+def handled(hss: Hss, req: Message) -> Message:
+    results: list[Message] = []
+    hss.handle(decode_message(req.encode(), D), None).addCallback(results.append)  # type: ignore[arg-type]
+    (ans,) = results
+    return ans
+
+
+def test_handle_serves_reads_from_the_cache_and_sees_every_write(h: Harness) -> None:
+    counting = CountingStore(h.store)
+    hss = Hss(HssConfig(), counting)  # type: ignore[arg-type]
+    ids = cx.SessionIds("t", 2)
+    sar = cx.sar(
+        SCSCF, ids.next(), REALM, [ALICE_IMPU], SCSCF_URI, ServerAssignmentType.REGISTRATION
+    )
+    assert cx.outcome(handled(hss, sar)).code == ResultCode.SUCCESS  # writes: a transaction
+    first = counting.count
+    for _ in range(5):
+        mar = cx.mar(SCSCF, ids.next(), REALM, ALICE, ALICE_IMPU, SCSCF_URI, cx.SCHEME_DIGEST)
+        assert cx.auth_items(handled(hss, mar))[0].digest_ha1 == digest_ha1(
+            ALICE, REALM, "alice-pass"
+        )
+        rereg = cx.sar(
+            SCSCF, ids.next(), REALM, [ALICE_IMPU], SCSCF_URI, ServerAssignmentType.RE_REGISTRATION,
+            data_available=True,
+        )  # fmt: skip
+        assert cx.outcome(handled(hss, rereg)).code == ResultCode.SUCCESS
+    assert counting.count - first <= 2  # the first MAR and SAR fill the cache, the rest are hits
+    # A password change through Hss.transact is seen by the next cached MAR.
+    hss.transact(
+        lambda t: hss.put_subscriber(t, ALICE, [ALICE_IMPU, "tel:+15550001"], password="new")
+    )
+    mar = cx.mar(SCSCF, ids.next(), REALM, ALICE, ALICE_IMPU, SCSCF_URI, cx.SCHEME_DIGEST)
+    assert cx.auth_items(handled(hss, mar))[0].digest_ha1 == digest_ha1(ALICE, REALM, "new")
+    # Deregistration through the cache-aware path changes what UAR says.
+    dereg = cx.sar(
+        SCSCF, ids.next(), REALM, [ALICE_IMPU], SCSCF_URI, ServerAssignmentType.USER_DEREGISTRATION
+    )
+    handled(hss, dereg)
+    uar = cx.uar(ICSCF, ids.next(), REALM, ALICE, ALICE_IMPU, REALM)
+    assert cx.outcome(handled(hss, uar)).code == CxResult.FIRST_REGISTRATION
+    # AKA always writes its SQN: every MAR is a transaction, and vectors never repeat.
+    before = counting.count
+    seen = set()
+    for _ in range(3):
+        m = cx.mar(
+            SCSCF,
+            ids.next(),
+            REALM,
+            "bob@ims.example.org",
+            "sip:bob@ims.example.org",
+            SCSCF_URI,
+            cx.SCHEME_AKA,
+        )
+        item = cx.auth_items(handled(hss, m))[0]
+        seen.add(item.authenticate)
+    assert counting.count - before == 3 and len(seen) == 3
+    # Deleting the subscriber: the cache forgets it.
+    hss.transact(lambda t: hss.delete_subscriber(t, ALICE))
+    uar = cx.uar(ICSCF, ids.next(), REALM, ALICE, ALICE_IMPU, REALM)
+    assert cx.outcome(handled(hss, uar)).code == CxResult.ERROR_USER_UNKNOWN
