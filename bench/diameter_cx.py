@@ -188,10 +188,22 @@ def main() -> None:
             @defer.inlineCallbacks
             def run() -> Any:
                 node.start()
-                while not (node.is_available("hss.ims.example.org") and node.is_available("ocs.ims.example.org")):
+                while not (
+                    node.is_available("hss.ims.example.org")
+                    and node.is_available("ocs.ims.example.org")
+                ):
                     yield task.deferLater(reactor, 0.05, lambda: None)
                 # Register once, then warm up.
-                yield node.request(cx.sar(me, sessions.next(), realm, [alice_impu], scscf_uri, ServerAssignmentType.REGISTRATION))
+                yield node.request(
+                    cx.sar(
+                        me,
+                        sessions.next(),
+                        realm,
+                        [alice_impu],
+                        scscf_uri,
+                        ServerAssignmentType.REGISTRATION,
+                    )
+                )
                 yield load("warmup", [make_mar, make_sar], 1.0)
                 yield load("cx", [make_mar, make_sar], args.seconds)
                 yield load("ro", [make_ccr], args.seconds)
@@ -224,7 +236,9 @@ def main() -> None:
             f" {r['errors']} errors)"
         )
     print(f"Cx ratio to the codec ceiling: {cx_rate / (ceiling / 4):.2f}")
-    print(f"Cx target {TARGET_CX:,} pairs/s: {'met' if cx_rate >= TARGET_CX else 'NOT met'} ({cx_rate / TARGET_CX:.2f}x)")
+    print(
+        f"Cx target {TARGET_CX:,} pairs/s: {'met' if cx_rate >= TARGET_CX else 'NOT met'} ({cx_rate / TARGET_CX:.2f}x)"
+    )
 
 
 if __name__ == "__main__":
