@@ -137,14 +137,29 @@ class SuperSeeder:
         self.offered[peer] = None
         return self._offer(peer)
 
-    def peer_gone(self, peer: Hashable) -> None:
+    def peer_gone(self, peer: Hashable) -> dict[Hashable, int]:
+        """Forget a peer; returns new offers for peers that were waiting."""
         bits = self.peer_pieces.pop(peer, None)
         if bits is not None:
             for i, b in enumerate(bits):
                 if b:
                     self.availability[i] -= 1
-        self.offered.pop(peer, None)
+        offered = self.offered.pop(peer, None)
+        if offered is not None and not self.availability[offered]:
+            self.times_offered[offered] -= 1  # it never spread: no longer in flight
         self.history.pop(peer, None)
+        return self._wake()
+
+    def _wake(
+        self, skip: Hashable = None, new: dict[Hashable, int] | None = None
+    ) -> dict[Hashable, int]:
+        new = {} if new is None else new
+        for other, offered in list(self.offered.items()):
+            if offered is None and other not in new and other != skip:
+                nxt = self._offer(other)
+                if nxt is not None:
+                    new[other] = nxt
+        return new
 
     def _offer(self, peer: Hashable) -> int | None:
         bits = self.peer_pieces[peer]
@@ -157,6 +172,11 @@ class SuperSeeder:
         self.rng.shuffle(candidates)
         avail, offered = self.availability, self.times_offered
         index = min(candidates, key=lambda i: (offered[i] + avail[i], avail[i]))
+        if offered[index] + avail[index] > 0 and self._in_flight():
+            # Every piece is out already: wait until one spreads rather than
+            # upload a piece twice (the peer trades with the others meanwhile).
+            self.offered[peer] = None
+            return None
         self.offered[peer] = index
         self.history[peer].add(index)
         self.times_offered[index] += 1
@@ -183,7 +203,12 @@ class SuperSeeder:
             nxt = self._offer(peer)
             if nxt is not None:
                 new[peer] = nxt
-        return new
+        # Peers left waiting may get an offer now that a piece spread.
+        return self._wake(new=new)
+
+    def _in_flight(self) -> bool:
+        """Some piece was offered but nobody has announced it yet."""
+        return any(o and not a for o, a in zip(self.times_offered, self.availability, strict=True))
 
     def _seen_elsewhere(self, peer: Hashable, index: int) -> bool:
         return any(bits[index] for other, bits in self.peer_pieces.items() if other != peer)

@@ -286,7 +286,7 @@ class Torrent:
             conn = proto.conn
             self.picker.peer_gone(proto.key, conn.peer_pieces if conn is not None else None)
             if self.super is not None:
-                self.super.peer_gone(proto.key)
+                self._send_offers(self.super.peer_gone(proto.key))
         self._send_queue = deque(item for item in self._send_queue if item[0] is not proto)
         self._fill_all()
 
@@ -312,7 +312,7 @@ class Torrent:
             assert proto.key is not None
             self.picker.add_peer_pieces(conn.peer_pieces)
             if self.super is not None:
-                self.super.peer_gone(proto.key)
+                self._send_offers(self.super.peer_gone(proto.key))
                 offer = self.super.peer_connected(proto.key, conn.peer_pieces)
                 if offer is not None:
                     conn.send_have(offer)
@@ -320,11 +320,7 @@ class Torrent:
         elif isinstance(event, pw.Have):
             self.picker.add_have(event.index)
             if self.super is not None:
-                for key, index in self.super.have(proto.key, event.index).items():
-                    other = self.by_key.get(key)
-                    if other is not None and other.conn is not None:
-                        other.conn.send_have(index)
-                        other.flush()
+                self._send_offers(self.super.have(proto.key, event.index))
             self._interest(proto)
         elif isinstance(event, pw.Unchoke | pw.AllowedFast):
             self._fill(proto)
@@ -346,6 +342,15 @@ class Torrent:
                 self.rechoke()
         elif isinstance(event, pw.ExtensionHandshake) and event.reqq:
             proto.depth = min(proto.depth, event.reqq)
+
+    def _send_offers(self, offers: dict[Hashable, int]) -> None:
+        for key, index in offers.items():
+            other = self.by_key.get(key)
+            if other is not None and other.conn is not None and not other.conn.closed:
+                other.conn.send_have(index)
+                other.flush()
+        if self.super is not None:
+            self.rechoke()  # slots go to the peers holding offers
 
     def _handshake(self, proto: PeerProtocol, hs: pw.Handshake) -> None:
         host, port = proto.peer_addr
@@ -497,12 +502,19 @@ class Torrent:
                 proto.flush()
             self._fill(proto)
 
+    def _wants_from_us(self, proto: PeerProtocol) -> bool:
+        """Super-seeding: only a peer holding an unfinished offer can use a slot."""
+        if self.super is None or proto.key is None or proto.conn is None:
+            return True
+        offer = self.super.offered.get(proto.key)
+        return offer is not None and not proto.conn.peer_pieces[offer]
+
     def rechoke(self) -> None:
         now = self.now()
         rates = [
             PeerRates(
                 p.key,
-                p.conn.peer_interested,
+                p.conn.peer_interested and self._wants_from_us(p),
                 p.rate_down,
                 p.rate_up,
                 p.connected_at,

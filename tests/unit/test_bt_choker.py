@@ -133,5 +133,18 @@ def test_super_seeder_prefers_rare_pieces_and_skips_owned() -> None:
     s = SuperSeeder(3, rng=random.Random(1))
     s.peer_connected("x", [1, 1, 0])
     assert s.offered["x"] == 2
-    assert s.peer_connected("y", [1, 0, 0]) in (1, 2)  # never a piece it has
-    assert s.peer_connected("z", [0, 0, 0]) in (1, 2)  # piece 0 is the most common
+    # Every piece y lacks is out or held: y waits instead of a second upload.
+    assert s.peer_connected("y", [1, 0, 0]) is None
+    assert s.peer_connected("z", [0, 0, 0]) is None
+    # x announces piece 2: nothing is in flight any more, the waiting peers go on.
+    offers = s.have("x", 2)
+    assert set(offers) == {"y", "z"}
+    assert offers["y"] in (1, 2) and offers["z"] in (0, 1, 2)
+
+
+def test_super_seeder_peer_leaving_with_an_offer_releases_it() -> None:
+    s = SuperSeeder(1, rng=random.Random(1))
+    assert s.peer_connected("a") == 0
+    assert s.peer_connected("b") is None  # the only piece is in flight to a
+    assert s.peer_gone("a") == {"b": 0}
+    assert s.may_serve("b", 0)
