@@ -43,7 +43,10 @@ def register(cli: CommandLine) -> None:
     p.add_argument("torrent", metavar="X.torrent")
     p.add_argument("file", metavar="FILE", help="the content (for a directory torrent: its parent)")
     _peer_options(p)
-    p.add_argument("--upload-rate", type=float, metavar="KiB/s", help="upload limit")
+    p.add_argument("--upload-rate", type=float, metavar="KiB/s", help="upload limit, all peers")
+    p.add_argument(
+        "--peer-upload-rate", type=float, metavar="KiB/s", help="upload limit, each peer"
+    )
     p.add_argument("--super-seed", action="store_true", help="BEP 16 initial seeding")
     p = torrent.command("fetch", "download (resuming a partial file); exit 0 when verified", fetch)
     p.add_argument("torrent", metavar="X.torrent")
@@ -54,6 +57,7 @@ def register(cli: CommandLine) -> None:
     )
     p.add_argument("--sequential", action="store_true", help="pieces in order (play while loading)")
     p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    p.add_argument("--download-rate", type=float, metavar="KiB/s", help="download limit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     admin = cli.group("admin", "operate a running daemon through its control port")
@@ -281,8 +285,15 @@ def seed(args: argparse.Namespace, ctx: Context) -> int:
         from twisted.internet.defer import Deferred
 
         rate = None if args.upload_rate is None else args.upload_rate * 1024
+        peer_rate = None if args.peer_upload_rate is None else args.peer_upload_rate * 1024
         torrent = Torrent(
-            reactor, meta, storage, have=have, super_seed=args.super_seed, upload_rate=rate
+            reactor,
+            meta,
+            storage,
+            have=have,
+            super_seed=args.super_seed,
+            upload_rate=rate,
+            peer_upload_rate=peer_rate,
         )
         port, announcer = _start(reactor, args, torrent)
         ctx.print(f"seeding {meta.info_hash_hex} on {args.interface}:{port.getHost().port}")
@@ -327,7 +338,10 @@ def fetch(args: argparse.Namespace, ctx: Context) -> int:
     def main(reactor: Any) -> Any:
         from twisted.internet.defer import succeed
 
-        torrent = Torrent(reactor, meta, storage, have=have, sequential=args.sequential)
+        down = None if args.download_rate is None else args.download_rate * 1024
+        torrent = Torrent(
+            reactor, meta, storage, have=have, sequential=args.sequential, download_rate=down
+        )
         if torrent.complete:
             ctx.print(f"{args.output}: complete, {meta.num_pieces} pieces verified")
             return succeed(None)

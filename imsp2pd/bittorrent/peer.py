@@ -13,8 +13,11 @@ sockets, storage and the injected reactor's clock:
   blocks), writes blocks, checks every piece, announces ``have``, serves
   requests from unchoked peers (or allowed-fast ones), rechokes every 10 s
   (4 slots with an optimistic unchoke) and, as an initial seed, can
-  super-seed (BEP 16). ``upload_rate`` (bytes/s, all peers together) is a
-  token bucket: blocks wait for tokens instead of being sent at once.
+  super-seed (BEP 16). ``upload_rate`` (bytes/s, all peers together),
+  ``peer_upload_rate`` (bytes/s, each peer) and ``download_rate`` (bytes/s,
+  all peers together) are token buckets refilled every second: blocks to
+  send wait for tokens, and requests are only sent for blocks the download
+  bucket can pay for.
 
 ``Torrent.done`` fires when every piece is on disk and verified.
 """
@@ -70,6 +73,7 @@ class PeerProtocol(Protocol):
         self.connected_at = 0.0
         self.snubbed = False
         self.depth = START_DEPTH
+        self.up_tokens = 0.0
 
     @property
     def peer_addr(self) -> tuple[str, int]:
@@ -184,6 +188,8 @@ class Torrent:
         sequential: bool = False,
         super_seed: bool = False,
         upload_rate: float | None = None,
+        peer_upload_rate: float | None = None,
+        download_rate: float | None = None,
         max_peers: int = 80,
         rng: random.Random | None = None,
     ) -> None:
@@ -217,7 +223,12 @@ class Torrent:
         if self.picker.complete:
             self.done.callback(None)
         self.upload_rate = upload_rate
+        self.peer_upload_rate = peer_upload_rate
+        self.download_rate = download_rate
         self._tokens = 0.0
+        self._down_tokens = (
+            0.0 if download_rate is None else float(max(download_rate, pw.BLOCK_SIZE))
+        )
         self._send_queue: deque[tuple[PeerProtocol, int, int, int]] = deque()
         self._loops: list[Any] = []
         self.on_progress: Callable[[Torrent], None] | None = None
@@ -394,11 +405,15 @@ class Torrent:
                 return
             allowed = conn.allowed_fast_in
         want = proto.depth - len(conn.our_requests)
+        if self.download_rate is not None:
+            want = min(want, int(self._down_tokens // pw.BLOCK_SIZE))
         if want <= 0:
             return
         now = self.now()
         for index, begin, length in self.picker.pick(proto.key, conn.peer_pieces, want, allowed):
             conn.send_request(index, begin, length, now)
+            if self.download_rate is not None:
+                self._down_tokens -= length
         proto.flush()
 
     def _fill_all(self) -> None:
@@ -453,7 +468,7 @@ class Torrent:
         ):
             conn.send_reject(event.index, event.begin, event.length)
             return
-        if self.upload_rate is None:
+        if self.upload_rate is None and self.peer_upload_rate is None:
             self._send_block(proto, event.index, event.begin, event.length)
         else:
             self._send_queue.append((proto, event.index, event.begin, event.length))
@@ -469,19 +484,39 @@ class Torrent:
         proto.flush()
 
     def _drain(self) -> None:
-        while self._send_queue and self._tokens >= self._send_queue[0][3]:
-            proto, index, begin, length = self._send_queue.popleft()
-            self._tokens -= length
+        """Send queued blocks the buckets can pay for, in arrival order."""
+        kept: deque[tuple[PeerProtocol, int, int, int]] = deque()
+        queue = self._send_queue
+        while queue:
+            proto, index, begin, length = queue[0]
+            if self.upload_rate is not None and self._tokens < length:
+                break
+            queue.popleft()
+            if self.peer_upload_rate is not None:
+                if proto.up_tokens < length:
+                    kept.append((proto, index, begin, length))
+                    continue
+                proto.up_tokens -= length
+            if self.upload_rate is not None:
+                self._tokens -= length
             self._send_block(proto, index, begin, length)
+        kept.extend(queue)
+        self._send_queue = kept
 
-    # -- timers --------------------------------------------------------------
+    @staticmethod
+    def _refill(tokens: float, rate: float) -> float:
+        return min(tokens + rate, max(rate, pw.BLOCK_SIZE))
 
     def _tick(self) -> None:
         now = self.now()
         if self.upload_rate is not None:
-            self._tokens = min(
-                self._tokens + self.upload_rate, max(self.upload_rate, pw.BLOCK_SIZE)
-            )
+            self._tokens = self._refill(self._tokens, self.upload_rate)
+        if self.peer_upload_rate is not None:
+            for proto in self.peers:
+                proto.up_tokens = self._refill(proto.up_tokens, self.peer_upload_rate)
+        if self.download_rate is not None:
+            self._down_tokens = self._refill(self._down_tokens, self.download_rate)
+        if self._send_queue:
             self._drain()
         for proto in list(self.peers):
             conn = proto.conn

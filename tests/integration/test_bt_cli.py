@@ -101,9 +101,11 @@ class TorrentCommandTests(TestCase):
         )
 
     def test_seed_then_fetch_then_resume(self) -> None:
-        _, port = self.start_seed("--upload-rate", "100000")
+        _, port = self.start_seed("--upload-rate", "100000", "--peer-upload-rate", "50000")
         out = self.dir / "out.bin"
-        done = self.fetch(out, "--peer", f"127.0.0.1:{port}", "--timeout", "60")
+        done = self.fetch(
+            out, "--peer", f"127.0.0.1:{port}", "--timeout", "60", "--download-rate", "90000"
+        )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(out.read_bytes(), self.data)
         self.assertIn("complete", done.stdout)

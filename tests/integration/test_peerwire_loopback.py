@@ -78,6 +78,22 @@ class LoopbackTests(TestCase):
             self.assertEqual((self.dir / name).read_bytes(), self.data)
 
     @inlineCallbacks
+    def test_rate_limits(self) -> Any:
+        mib = 1024 * 1024
+        seed = self.torrent(self.src, create=False, peer_upload_rate=1.5 * mib)
+        port = seed.listen()
+        self.addCleanup(port.stopListening)
+        leech = self.torrent(self.dir / "slow.bin", create=True, download_rate=1.0 * mib)
+        start = reactor.seconds()
+        leech.connect("127.0.0.1", port.getHost().port)
+        yield with_timeout(leech.done, 30)
+        elapsed = reactor.seconds() - start
+        # 3 MiB at 1 MiB/s after a one-second burst: at least about 2 s.
+        self.assertGreater(elapsed, 1.8)
+        self.assertLess(elapsed, 15)
+        self.assertEqual((self.dir / "slow.bin").read_bytes(), self.data)
+
+    @inlineCallbacks
     def test_resume_from_partial_file(self) -> Any:
         out = self.dir / "partial.bin"
         out.write_bytes(self.data[: 2 * 256 * 1024] + bytes(len(self.data) - 2 * 256 * 1024))
