@@ -146,5 +146,6 @@ class PeerProtocolTests(TestCase):
         self.assertEqual(transport.value(), b"")
 
     def tearDown(self) -> Any:
-        for call in self.clock.getDelayedCalls():
+        pending: list[Any] = list(self.clock.getDelayedCalls())
+        for call in pending:
             call.cancel()
