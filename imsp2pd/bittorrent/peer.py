@@ -20,6 +20,9 @@ sockets, storage and the injected reactor's clock:
   bucket can pay for.
 
 ``Torrent.done`` fires when every piece is on disk and verified.
+:class:`PeerListener` serves several torrents on one port (the operator's
+seeder): it reads the remote handshake first and hands the connection to the
+torrent it names; an unknown info-hash is closed without an answer.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -41,7 +44,7 @@ from imsp2pd.bittorrent.metainfo import Metainfo
 from imsp2pd.bittorrent.picker import PiecePicker
 from imsp2pd.bittorrent.storage import Storage, StorageError
 
-__all__ = ["PeerProtocol", "Torrent", "make_peer_id"]
+__all__ = ["PeerListener", "PeerProtocol", "Torrent", "make_peer_id"]
 
 log = Logger()
 
@@ -568,3 +571,59 @@ class Torrent:
             else:
                 conn.send_choke()
             proto.flush()
+
+
+class _Dispatch(Protocol):
+    """Reads the remote handshake, then hands the connection to its torrent."""
+
+    def __init__(self, listener: PeerListener) -> None:
+        self.listener = listener
+        self.buf = b""
+        self.inner: PeerProtocol | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.dataReceived(data)
+            return
+        self.buf += data
+        if len(self.buf) < pw.HANDSHAKE_LEN:
+            if not pw.PROTOCOL.startswith(self.buf[:20]):
+                self._drop()
+            return
+        try:
+            hs = pw.parse_handshake(self.buf)
+        except pw.PeerProtocolError:
+            self._drop()
+            return
+        torrent = self.listener.torrents.get(hs.info_hash)
+        if torrent is None:
+            self._drop()  # not a torrent we serve: say nothing
+            return
+        self.inner = PeerProtocol(torrent, outgoing=False)
+        self.inner.makeConnection(self.transport)
+        buf, self.buf = self.buf, b""
+        self.inner.dataReceived(buf)
+
+    def _drop(self) -> None:
+        transport: Any = self.transport
+        transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+
+
+class PeerListener(Factory):
+    """One peer-wire port for several torrents (the operator's seeder)."""
+
+    def __init__(self) -> None:
+        self.torrents: dict[bytes, Torrent] = {}
+
+    def add(self, torrent: Torrent) -> None:
+        self.torrents[torrent.meta.info_hash] = torrent
+
+    def remove(self, info_hash: bytes) -> None:
+        self.torrents.pop(info_hash, None)
+
+    def buildProtocol(self, addr: Any) -> _Dispatch:
+        return _Dispatch(self)

@@ -133,3 +133,57 @@ class LoopbackTests(TestCase):
         (peer_id, host, _port) = next(iter(leech.banned))
         self.assertEqual((peer_id, host), (liar.peer_id, "127.0.0.1"))
         self.assertEqual(leech.picker.have_count, 0)
+
+
+class ListenerTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_one_port_serves_several_torrents(self) -> Any:
+        import socket
+
+        from imsp2pd.bittorrent.peer import PeerListener
+
+        d = Path(self.mktemp()).resolve()
+        d.mkdir(parents=True)
+        listener = PeerListener()
+        metas = []
+        for name in ("a.bin", "b.bin"):
+            (d / name).write_bytes(os.urandom(600_000))
+            meta = make_metainfo(d / name, None, piece_length=64 * 1024)
+            storage = Storage(meta, d / name, create=False)
+            self.addCleanup(storage.close)
+            seed = Torrent(reactor, meta, storage, have=storage.check())
+            seed.start()
+            self.addCleanup(seed.stop)
+            listener.add(seed)
+            metas.append(meta)
+        port = reactor.listenTCP(0, listener, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        leechers = []
+        for meta, name in zip(metas, ("a.out", "b.out"), strict=True):
+            storage = Storage(meta, d / name)
+            self.addCleanup(storage.close)
+            t = Torrent(reactor, meta, storage)
+            t.start()
+            self.addCleanup(t.stop)
+            t.connect("127.0.0.1", port.getHost().port)
+            leechers.append(t)
+        for t in leechers:
+            yield with_timeout(t.done, 30)
+        self.assertEqual((d / "a.out").read_bytes(), (d / "a.bin").read_bytes())
+        self.assertEqual((d / "b.out").read_bytes(), (d / "b.bin").read_bytes())
+        # An unknown info-hash is closed without a word.
+        with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as s:
+            s.sendall(b"\x13BitTorrent protocol" + bytes(8) + b"U" * 20 + b"-XX0001-xxxxxxxxxxxx")
+            s.setblocking(False)
+            for _ in range(100):
+                yield deferLater(reactor, 0.02, lambda: None)
+                try:
+                    data = s.recv(100)
+                except BlockingIOError:
+                    continue
+                self.assertEqual(data, b"")
+                break
+            else:
+                self.fail("the listener did not close an unknown torrent's connection")
