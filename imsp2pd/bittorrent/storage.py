@@ -49,8 +49,11 @@ class Storage:
             else:
                 self.paths.append(target.joinpath(meta.name, *f.path))
         self._fds: list[int | None] = []
+        self.fresh = create  # every file made here and empty: nothing to check
         try:
             for f, path in zip(self.files, self.paths, strict=True):
+                if path is not None and create and path.exists() and path.stat().st_size > 0:
+                    self.fresh = False
                 self._fds.append(None if path is None else self._open(path, f.length, create))
         except StorageError:
             self.close()
@@ -115,6 +118,7 @@ class Storage:
         return bytes(out)
 
     def write(self, index: int, begin: int, data: bytes) -> None:
+        self.fresh = False
         offset = index * self.meta.piece_length + begin
         pos = 0
         for i, start, n in self._spans(offset, len(data)):
@@ -132,6 +136,8 @@ class Storage:
 
     def check(self) -> bytearray:
         """Which pieces on disk verify (1) — for resuming."""
+        if self.fresh:
+            return bytearray(self.meta.num_pieces)
         return bytearray(1 if self.verify(i) else 0 for i in range(self.meta.num_pieces))
 
     def sync(self) -> None:

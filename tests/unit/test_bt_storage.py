@@ -85,3 +85,17 @@ def test_pad_files_read_as_zeros(tmp_path: Path) -> None:
     assert list(st.check()) == [1, 1]
     assert not (tmp_path / "x" / ".pad").exists()
     st.close()
+
+
+def test_fresh_files_need_no_check(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(40 * KiB))
+    meta = make_metainfo(src, None, piece_length=16 * KiB)
+    st = Storage(meta, tmp_path / "new.bin")
+    assert st.fresh and list(st.check()) == [0, 0, 0]
+    st.write(0, 0, src.read_bytes()[: 16 * KiB])
+    st.close()
+    again = Storage(meta, tmp_path / "new.bin")
+    assert not again.fresh and list(again.check()) == [1, 0, 0]
+    again.close()
+    assert not Storage(meta, src, create=False).fresh
