@@ -291,3 +291,55 @@ class HttpRevocationSourceTests(TestCase):
         yield poller.poll()
         self.assertEqual((poller.failures, revoked.since), (0, 20.0))
         self.assertEqual(self.calls[-1][0], "https://drm.test/revocations?since=10.0")
+
+
+class DrmRevocationContractTests(TestCase):
+    """The tracker's HTTP revocation pull against the DRM server's real router."""
+
+    @inlineCallbacks
+    def test_pull_from_the_drm_router(self) -> Any:
+        import os
+
+        from treq.testing import StubTreq
+
+        from imsp2pd.drm.http import make_router
+        from imsp2pd.drm.server import MIGRATIONS as DRM_MIGRATIONS
+        from imsp2pd.drm.server import DrmCore, MasterKey
+
+        clock = Clock()
+        clock.advance(NOW)
+        store = SQLiteStore(self.mktemp())
+        store.migrate(DRM_MIGRATIONS)
+        self.addCleanup(store.close)
+        issuer = Issuer(Ed25519PrivateKey.generate())
+        core = DrmCore(
+            signing_key=Ed25519PrivateKey.generate(),
+            as_verifier=Verifier(issuer.public_key),
+            master_key=MasterKey(os.urandom(32)),
+        )
+        drm: Any = StubTreq(make_router(core, store, clock, "svc", Registry()))
+        response = yield drm.post(
+            "https://drm.test/revocations",
+            data=json.dumps({"kind": "impu", "value": "sip:bob@ims.example.org"}).encode(),
+            headers={b"Authorization": [b"Bearer svc"], b"Content-Type": [b"application/json"]},
+        )
+        self.assertEqual(response.code, 200, (yield response.content()))
+
+        def get(url: str, headers: Any = None, timeout: float = 0) -> Any:
+            return drm.get(url, headers=headers)
+
+        revoked = RevocationSet()
+        tracker = Tracker(Verifier(issuer.public_key), revocations=revoked)
+        tracker.register(IH, None, SwarmState.ACTIVE)
+        poller = RevocationPoller(
+            HttpRevocationSource("https://drm.test", "svc", get), revoked, tracker
+        )
+        yield poller.poll()
+        self.assertEqual(poller.failures, 0)
+        self.assertEqual(revoked.impus, {"sip:bob@ims.example.org"})
+        self.assertEqual(revoked.since, NOW)
+        bad = RevocationPoller(
+            HttpRevocationSource("https://drm.test", "wrong", get), RevocationSet(), tracker
+        )
+        yield bad.poll()
+        self.assertEqual(bad.failures, 1)
