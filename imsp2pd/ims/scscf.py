@@ -38,6 +38,7 @@ from imsp2pd.ims.ifc import (
     on_as_failure,
 )
 from imsp2pd.ims.profile import (
+    IMSSubscription,
     InitialFilterCriteria,
     ProfileError,
     ServiceProfile,
@@ -87,6 +88,9 @@ def aor_of(text: str) -> str:
 
 # -- registrar state (pure) ------------------------------------------------
 
+#: parsed User-Data by its bytes (profiles are shared by many users)
+_PROFILE_CACHE: dict[bytes, IMSSubscription] = {}
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -110,10 +114,17 @@ class Registration:
     def profile(self) -> ServiceProfile | None:
         if not self.user_data:
             return None
-        try:
-            sub = from_xml(self.user_data)
-        except ProfileError:
-            return None
+        cached = _PROFILE_CACHE.get(self.user_data)
+        if cached is not None:
+            sub = cached
+        else:
+            try:
+                sub = from_xml(self.user_data)
+            except ProfileError:
+                return None
+            if len(_PROFILE_CACHE) > 10_000:
+                _PROFILE_CACHE.clear()
+            _PROFILE_CACHE[self.user_data] = sub
         for sp in sub.profiles:
             if any(aor_of(p.identity) == self.impu for p in sp.public_identities):
                 return sp

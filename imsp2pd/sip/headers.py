@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.uri import (
@@ -352,6 +353,7 @@ class NameAddr:
         return self.param("tag")
 
 
+@lru_cache(maxsize=8192)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse a name-addr or addr-spec with header parameters."""
     s = text.strip(" \t")
@@ -440,6 +442,7 @@ class Via:
         return host, self.port if self.port is not None else default_port
 
 
+@lru_cache(maxsize=8192)
 def parse_via(text: str) -> Via:
     s = text.strip(" \t")
     parts: list[str] = []
@@ -502,6 +505,7 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+@lru_cache(maxsize=8192)
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
     if len(parts) != 2:

@@ -201,13 +201,15 @@ def _build(
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if name.lower() not in counts:
             raise SipParseError(f"Missing {name} header")
+    vias = []
+    parsed: dict[str, object] = {}
     for n, v in headers:
         ln = n.lower()
         if ln == "via":
-            parse_via(v)
+            vias.append(parse_via(v))
         elif ln in ("from", "to"):
             try:
-                parse_name_addr(v)
+                parsed["from_" if ln == "from" else "to"] = parse_name_addr(v)
             except SipParseError as exc:
                 raise SipParseError(f"Bad {n} header: {exc.reason}") from None
         elif ln == "call-id":
@@ -218,6 +220,7 @@ def _build(
         elif ln == "expires":
             parse_int_header(v, "Expires")
     cseq = parse_cseq(next(v for n, v in headers if n.lower() == "cseq"))
+    msg: SipMessage
     if is_request:
         assert method is not None
         if cseq.method != method:
@@ -226,8 +229,16 @@ def _build(
             uri = parse_uri(uri_text)
         except SipParseError as exc:
             raise SipParseError(f"Bad Request-URI: {exc.reason}") from None
-        return Request(headers, body, method=method, uri=uri)
-    return Response(headers, body, status=status, reason=reason)
+        msg = Request(headers, body, method=method, uri=uri)
+    else:
+        msg = Response(headers, body, status=status, reason=reason)
+    # what was parsed to validate is kept: the typed views need not parse again
+    cache = msg.__dict__
+    cache["vias"] = vias
+    cache["top_via"] = vias[0]
+    cache["cseq"] = cseq
+    cache.update(parsed)
+    return msg
 
 
 _REASON_SAFE_RE = re.compile(r"[^\x20-\x7e]")

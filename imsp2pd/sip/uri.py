@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from urllib.parse import unquote
 
 from imsp2pd.sip.errors import SipParseError
@@ -251,6 +252,7 @@ class AbsoluteURI:
 URI = SipURI | TelURI | AbsoluteURI
 
 
+@lru_cache(maxsize=8192)
 def parse_uri(text: str) -> URI:
     """Parse a URI; raises :class:`SipParseError` naming the fault."""
     scheme, sep, rest = text.partition(":")
