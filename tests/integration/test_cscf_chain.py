@@ -234,6 +234,26 @@ class ChainTests(unittest.TestCase):
         self.assertEqual(last.cseq.seq, first.cseq.seq + 1)
 
     @defer.inlineCallbacks
+    def test_requests_to_the_ue_reuse_its_tcp_connection(self) -> Any:
+        self.to_p = Target("TCP", "127.0.0.1", self.p_port)
+        resp = yield self.register()
+        self.assertEqual(resp.status, 200)
+        (flow,) = self.pcscf.ues.by_flow.values()
+        self.assertEqual(flow.source.transport, "TCP")
+        connections = len(self.ue.node._flows)
+        grant = build_request(
+            "MESSAGE", "sip:alice@ims.example.org", from_uri=PSI, body=b"grant over tcp"
+        )
+        resp = yield self.as_ua.request(grant, target=Target("UDP", "127.0.0.1", self.s_port))
+        self.assertEqual(resp.status, 200)
+        self.assertEqual([r.body for r in self.at_ue], [b"grant over tcp"])
+        self.assertEqual(len(self.ue.node._flows), connections)  # no new connection to the UE
+        # the UE's connection closes: the P-CSCF forgets the flow, nothing reaches it
+        for stream in list(self.ue.node._flows.values()):
+            stream.transport.loseConnection()
+        yield _wait(lambda: not self.pcscf.ues.by_flow)
+
+    @defer.inlineCallbacks
     def test_wrong_password_is_403_and_nothing_stored(self) -> Any:
         resp = yield self.register(password="wrong")
         self.assertEqual(resp.status, 403)
