@@ -17,6 +17,7 @@ the originator, as the AS meant it.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from imsp2pd.sip.digest import (
     Credentials,
     NonceBook,
     NonceStatus,
+    aka_nonce_parts,
     challenge,
     compute_ha1,
     verify_credentials,
@@ -437,6 +439,21 @@ class Scscf:
                 self._submit(self.core.reply(ctx, 400, now, f"Bad Authorization: {exc}"))
                 return
         impi = creds.username if creds else _impi_from(impu)
+        auts = parse_auth(value).get("auts") if value is not None else None
+        if creds is not None and auts and creds.nonce in self._pending_auth:
+            # RFC 3310 §3.4: the ISIM found the SQN out of range; resynchronise
+            pending = self._pending_auth.pop(creds.nonce)
+            try:
+                rand, _ = aka_nonce_parts(creds.nonce)
+                token = base64.b64decode(auts.encode(), validate=True)
+            except (ValueError, UnicodeEncodeError):
+                self._submit(self.core.reply(ctx, 400, now, "Bad auts"))
+                return
+            if pending.algorithm != "AKAv1-MD5" or len(token) != 14:
+                self._submit(self.core.reply(ctx, 403, now, "Bad Resynchronisation"))
+                return
+            self._challenge(ctx, req, impi, impu, cx.SCHEME_AKA, stale=False, resync=rand + token)
+            return
         if creds is None or not creds.response or creds.nonce not in self._pending_auth:
             scheme = cx.SCHEME_UNKNOWN
             if creds is not None and creds.algorithm.upper() == "AKAV1-MD5":
@@ -477,7 +494,15 @@ class Scscf:
         return list(reg.bindings) if reg else []
 
     def _challenge(
-        self, ctx: int, req: Request, impi: str, impu: str, scheme: str, *, stale: bool
+        self,
+        ctx: int,
+        req: Request,
+        impi: str,
+        impu: str,
+        scheme: str,
+        *,
+        stale: bool,
+        resync: bytes | None = None,
     ) -> None:
         msg = cx.mar(
             self.config.origin,
@@ -487,6 +512,7 @@ class Scscf:
             impu,
             self.config.server_name,
             scheme=scheme,
+            authorization=resync,
         )
         d = self.cx_request(msg)
 

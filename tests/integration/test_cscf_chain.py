@@ -254,6 +254,52 @@ class ChainTests(unittest.TestCase):
         yield _wait(lambda: not self.pcscf.ues.by_flow)
 
     @defer.inlineCallbacks
+    def test_aka_resynchronisation(self) -> Any:
+        from imsp2pd.sip.digest import answer_challenge
+        from imsp2pd.sip.headers import AuthHeader
+
+        first = 'Digest username="bob@ims.example.org", realm="ims.example.org", nonce="", uri="sip:ims.example.org", response="", algorithm=AKAv1-MD5'
+        req = build_request(
+            "REGISTER", "sip:ims.example.org", from_uri="sip:bob@ims.example.org",
+            contact=f"<sip:bob@127.0.0.1:{self.ue_port}>", extra=(("Expires", "600"), ("Authorization", first)),
+        )  # fmt: skip
+        resp = yield self.ue.request(req, target=self.to_p)
+        chal = parse_auth(resp.get("WWW-Authenticate") or "")
+        rand, _autn = aka_nonce_parts(chal.get("nonce") or "")
+        # the ISIM is ahead: it answers with AUTS for its SQN (RFC 3310 §3.4)
+        opc = milenage.compute_opc(K, OP)
+        auts = milenage.make_auts(K, opc, rand, 5000)
+        empty = answer_challenge(
+            chal,
+            method="REGISTER",
+            uri="sip:ims.example.org",
+            username="bob@ims.example.org",
+            password=b"",
+        )
+        resync = AuthHeader(
+            empty.scheme, empty.params + (("auts", base64.b64encode(auts).decode()),)
+        )
+        again = req.replace_header("Authorization", str(resync)).replace_header(
+            "CSeq", "2 REGISTER"
+        )
+        resp = yield self.ue.request(again, target=self.to_p)
+        self.assertEqual(resp.status, 401)
+        chal2 = parse_auth(resp.get("WWW-Authenticate") or "")
+        rand2, autn2 = aka_nonce_parts(chal2.get("nonce") or "")
+        sqn, res, _ck, _ik = milenage.verify_autn(K, opc, rand2, autn2)
+        self.assertGreater(sqn, 5000)
+        auth = answer_challenge(
+            chal2,
+            method="REGISTER",
+            uri="sip:ims.example.org",
+            username="bob@ims.example.org",
+            password=res,
+        )
+        final = req.replace_header("Authorization", str(auth)).replace_header("CSeq", "3 REGISTER")
+        resp = yield self.ue.request(final, target=self.to_p)
+        self.assertEqual(resp.status, 200)
+
+    @defer.inlineCallbacks
     def test_wrong_password_is_403_and_nothing_stored(self) -> Any:
         resp = yield self.register(password="wrong")
         self.assertEqual(resp.status, 403)
