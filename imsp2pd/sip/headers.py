@@ -191,6 +191,14 @@ def split_list(value: str) -> list[str]:
     Raises :class:`SipParseError` on an unbalanced quote or angle bracket.
     Empty elements (``a,,b``) are dropped as RFC 7230-style lists allow.
     """
+    if "," not in value and "\\" not in value:
+        # fast path: one element; only the balance of quotes and brackets to check
+        if value.count('"') % 2:
+            raise SipParseError("Unterminated quoted string in header value")
+        lt, gt = value.count("<"), value.count(">")
+        if lt == gt <= 1 and (lt == 0 or value.find("<") < value.find(">")):
+            item = value.strip(" \t")
+            return [item] if item else []
     out: list[str] = []
     start = 0
     in_quote = False
