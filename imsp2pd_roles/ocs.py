@@ -12,13 +12,6 @@ from imsp2pd.config import Config, ConfigError, Field, host_port_check, split_ho
 from imsp2pd.roles import Hub, IRole, Role
 from imsp2pd.store import Store
 
-LAB_ACCOUNTS = {
-    "sip:alice@ims.example.org": "100.00",
-    "sip:bob@ims.example.org": "100.00",
-    "sip:carol@ims.example.org": "0.00",
-    "sip:dave@ims.example.org": "0.00",
-}
-
 
 class OcsService(Service):
     def __init__(
@@ -49,19 +42,41 @@ class OcsRole(Role):
         "listen": Field(str, "127.0.0.1:3869", "Diameter TCP HOST:PORT", check=host_port_check),
         "origin_host": Field(str, "ocs.ims.example.org", "Diameter identity"),
         "currency": Field(str, "EUR", "currency of new accounts (ISO 4217)"),
-        "accounts": Field(dict, LAB_ACCOUNTS, "IMPU = initial balance, made when missing"),
+        "provisioning": Field(
+            str,
+            "subscribers.toml",
+            "file whose [[subscriber]] balance keys seed accounts ('' for none)",
+        ),
+        "accounts": Field(dict, {}, "IMPU = initial balance (over the provisioning file's)"),
     }
 
     def check(self, config: Config) -> None:
-        from imsp2pd.ims.ocs import AccountError, currency_code, parse_amount
+        self.initial_accounts(config)
+
+    @staticmethod
+    def initial_accounts(config: Config) -> dict[str, str]:
+        """The balances to seed: the provisioning file's, then ``[ocs] accounts``."""
+        from imsp2pd.ims.ocs import (
+            AccountError,
+            balances_from_provisioning,
+            currency_code,
+            parse_amount,
+        )
 
         section = config["ocs"]
         try:
             currency_code(section["currency"])
+            accounts = {}
+            if section["provisioning"]:
+                path = config.path(section["provisioning"])
+                # The default file is optional; a file the config names must be there.
+                if path.exists() or section["provisioning"] != "subscribers.toml":
+                    accounts = balances_from_provisioning(str(path))
             for impu, value in section["accounts"].items():
-                parse_amount(value, f"balance of {impu}")
+                accounts[impu] = str(parse_amount(value, f"balance of {impu}"))
         except AccountError as e:
             raise ConfigError(f"config: [ocs] {e}") from None
+        return accounts
 
     def migrations(self) -> Any:
         from imsp2pd.ims.ocs import MIGRATIONS
@@ -89,7 +104,9 @@ class OcsRole(Role):
             auth_applications=(Application.CREDIT_CONTROL,),
         )
         node = DiameterNode(reactor, local, handler=lambda msg, peer: ocs.handle_ccr(msg))
-        hub.add_check("ocs", lambda: {"ok": True, "peers": [p.origin_host for p in node.open_peers()]})
+        hub.add_check(
+            "ocs", lambda: {"ok": True, "peers": [p.origin_host for p in node.open_peers()]}
+        )
 
         def admin_error(f: Any) -> Any:
             f.trap(AccountError)
@@ -127,7 +144,8 @@ class OcsRole(Role):
         hub.admin.route("POST", "/admin/balances/{impu}", adjust)
         hub.admin.route("GET", "/admin/charging-records", records)
         host, port = split_host_port(section["listen"])
-        return OcsService(ocs, node, host, port, dict(section["accounts"]), section["currency"])
+        accounts = self.initial_accounts(config)
+        return OcsService(ocs, node, host, port, accounts, section["currency"])
 
 
 ocs = OcsRole()

@@ -255,42 +255,44 @@ def _grant(path: str) -> dict[str, Any]:
     return grant
 
 
-def download_cmd(args: argparse.Namespace, ctx: Context) -> int:
-    from imsp2pd.bittorrent import commands as torrent_commands
+def lower(*argv: str) -> argparse.Namespace:
+    """The arguments of a lower-level command (``torrent fetch …``, ``drm play …``) as
+    its own parser makes them, defaults included; its handler is ``._handler``."""
+    from imsp2pd.client.cli import build_cli
 
+    return build_cli().parser.parse_args(list(argv))
+
+
+def run_lower(ctx: Context, *argv: str) -> Any:
+    ns = lower(*argv)
+    return ns._handler(ns, ctx)
+
+
+def download_cmd(args: argparse.Namespace, ctx: Context) -> int:
     grant = _grant(args.grant)
     torrent = Path(args.output + ".torrent")
     torrent.write_bytes(_get(grant["torrent_url"], "the .torrent"))
-    fetch_args = argparse.Namespace(
-        torrent=str(torrent),
-        output=args.output,
-        announce=grant["announce_url"],
-        peer=[],
-        port=args.port,
-        interface="127.0.0.1",
-        sequential=False,
-        timeout=args.timeout,
-        quiet=args.quiet,
-    )
-    return torrent_commands.fetch(fetch_args, ctx)
+    argv = ["torrent", "fetch", str(torrent), "-o", args.output,
+            "--announce", grant["announce_url"], "--port", str(args.port)]  # fmt: skip
+    if args.timeout:
+        argv += ["--timeout", str(args.timeout)]
+    if args.quiet:
+        argv.append("--quiet")
+    return int(run_lower(ctx, *argv) or 0)
 
 
 def play_cmd(args: argparse.Namespace, ctx: Context) -> None:
-    from imsp2pd.drm import commands as drm_commands
-
     grant = _grant(args.grant)
     server = grant["license_url"].removesuffix("/license")
     license_path = args.file + ".license"
-    common = {"keystore": args.keystore, "passphrase_file": args.passphrase_file}
-    drm_commands.license_(
-        argparse.Namespace(
-            token=grant["license_token"], server=server, output=license_path, ca=None, **common
-        ),
-        ctx,
-    )
-    drm_commands.play(
-        argparse.Namespace(license=license_path, file=args.file, output=args.output, **common), ctx
-    )
+    common = []
+    if args.keystore:
+        common += ["--keystore", args.keystore]
+    if args.passphrase_file:
+        common += ["--passphrase-file", args.passphrase_file]
+    run_lower(ctx, "drm", "license", "--token", grant["license_token"], "--server", server,
+              "-o", license_path, *common)  # fmt: skip
+    run_lower(ctx, "drm", "play", license_path, args.file, "-o", args.output, *common)
     if args.output != "-":
         print(f"played {grant['doi']} into {args.output}", file=sys.stderr)
 
@@ -453,9 +455,8 @@ def seed_publication(
         raise UserError(f"{publication['protected']} does not match its .torrent")
     rate = None if args.upload_rate is None else args.upload_rate * 1024
     torrent = Torrent(reactor, meta, storage, have=have, upload_rate=rate)
-    start = argparse.Namespace(
-        port=args.port, interface="127.0.0.1", announce=publication["announce_url"]
-    )
+    start = lower("torrent", "seed", publication["torrent"], publication["protected"],
+                  "--announce", publication["announce_url"], "--port", str(args.port))  # fmt: skip
     port, announcer = torrent_commands._start(reactor, start, torrent)
     ctx.print(f"seeding {publication['doi']} on 127.0.0.1:{port.getHost().port}; Ctrl-C stops")
     if hasattr(ctx.stdout, "flush"):

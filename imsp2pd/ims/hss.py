@@ -634,7 +634,8 @@ def load_provisioning(
         if psis
         else []
     )
-    allowed = {"impi", "impus", "password", "ha1", "aka", "barred", "profile", "ifcs"}
+    # "balance" is the OCS's (its prepaid account, imsp2pd.ims.ocs.balances_from_provisioning).
+    allowed = {"impi", "impus", "password", "ha1", "aka", "barred", "profile", "ifcs", "balance"}
     for entry in subs:
         if not isinstance(entry, Mapping) or "impi" not in entry:
             raise ProvisioningError(f"{source}: a [[subscriber]] needs impi")

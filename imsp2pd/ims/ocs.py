@@ -54,6 +54,32 @@ MIGRATIONS = [
 ]
 
 
+def balances_from_provisioning(path: str) -> dict[str, str]:
+    """``balance`` of each ``[[subscriber]]`` of a provisioning file, by first IMPU.
+
+    The lab provisions subscribers once (etc/subscribers.toml): the HSS takes
+    their identities and credentials, the OCS their prepaid balances.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise AccountError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise AccountError(f"{path} is not valid TOML: {e}") from None
+    out: dict[str, str] = {}
+    for entry in data.get("subscriber", []):
+        if not isinstance(entry, dict) or "balance" not in entry:
+            continue
+        impus = entry.get("impus")
+        if not isinstance(impus, list) or not impus or not isinstance(impus[0], str):
+            raise AccountError(f"{path}: a subscriber with a balance needs impus")
+        out[impus[0]] = str(parse_amount(entry["balance"], f"balance of {impus[0]}"))
+    return out
+
+
 class AccountError(ValueError):
     """A bad admin request about an account (unknown user, bad amount)."""
 

@@ -225,3 +225,19 @@ def test_amounts_are_shown_in_the_currencys_minor_units() -> None:
     assert shown_amount(Decimal("0.001"), EUR) == "0.001"
     assert shown_amount(Decimal("300"), CURRENCIES["JPY"]) == "300"
     assert shown_amount(Decimal("2.5"), 999) == "2.5"
+
+
+def test_balances_from_the_provisioning_file(tmp_path: Path) -> None:
+    from imsp2pd.ims.ocs import balances_from_provisioning
+
+    f = tmp_path / "subscribers.toml"
+    f.write_text(
+        '[[subscriber]]\nimpi = "a@x"\nimpus = ["sip:a@x"]\nbalance = "5"\n'
+        '[[subscriber]]\nimpi = "b@x"\nimpus = ["sip:b@x"]\n'
+    )
+    assert balances_from_provisioning(str(f)) == {"sip:a@x": "5"}
+    f.write_text('[[subscriber]]\nimpi = "a@x"\nimpus = ["sip:a@x"]\nbalance = "lots"\n')
+    with pytest.raises(AccountError, match="balance of sip:a@x"):
+        balances_from_provisioning(str(f))
+    with pytest.raises(AccountError, match="cannot read"):
+        balances_from_provisioning(str(tmp_path / "none.toml"))
