@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from imsp2pd.client.cli import Context, UserError
-from imsp2pd.client.lab import get_health, twistd_command
+from imsp2pd.client.lab import die_with_parent, get_health, twistd_command
 
 LAB_USERS = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass", "dave": "dave-pass"}
 SIGNALLING_PORTS = (4060, 5060, 6060, 7060, 3868, 3869)
@@ -95,10 +95,11 @@ class Demo:
         (self.root / "logs").mkdir()
         raw = tomllib.loads(self.lab_config.file.read_text())
         raw.setdefault("daemon", {})["state_dir"] = "../state"
-        hss = raw.setdefault("hss", {})
-        prov = hss.get("provisioning", "subscribers.toml")
-        if prov:
-            hss["provisioning"] = str(self.lab_config.path(prov))
+        for role in ("hss", "ocs"):  # the lab's subscribers and balances, where they are
+            section = raw.setdefault(role, {})
+            prov = section.get("provisioning", "subscribers.toml")
+            if prov:
+                section["provisioning"] = str(self.lab_config.path(prov))
         tracker = raw.setdefault("tracker", {})
         tracker.update(interval=5, min_interval=1, peer_expiry=60)
         seeder = raw.setdefault("seeder", {})
@@ -113,7 +114,13 @@ class Demo:
         self, name: str, *cmd: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         log = open(self.root / "logs" / f"{name}.log", "ab")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env)
+        p = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env or self.env,
+            preexec_fn=die_with_parent,
+        )
         log.close()
         self.procs.append(p)
         return p

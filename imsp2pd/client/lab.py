@@ -23,6 +23,17 @@ from typing import Any
 from imsp2pd.client.cli import Context, UserError
 
 
+def die_with_parent() -> None:
+    """In a child before exec (Linux): be sent SIGTERM when the parent dies, so that a
+    killed `imsp2p lab` or `imsp2p demo` leaves no daemon behind holding the lab's ports."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def twistd_command() -> list[str]:
     twistd = Path(sys.executable).with_name("twistd")
     return [str(twistd)] if twistd.exists() else [shutil.which("twistd") or "twistd"]
@@ -64,7 +75,9 @@ class Lab:
             f"--role={self.roles}",
             f"--config={self.ctx.config.file}",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         log.close()
         deadline = time.monotonic() + timeout
         health = None
