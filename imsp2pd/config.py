@@ -123,7 +123,9 @@ CORE_SCHEMAS: dict[str, Schema] = {
     },
     "client": {
         "user": Field(str, "", "the client's user: a name (alice) or an IMPU"),
-        "password": Field(str, "", "SIP digest password (else --password-file or $IMSP2P_PASSWORD)"),
+        "password": Field(
+            str, "", "SIP digest password (else --password-file or $IMSP2P_PASSWORD)"
+        ),
         "pcscf": Field(str, "127.0.0.1:4060", "the P-CSCF, HOST:PORT (TCP)", check=host_port_check),
         "psi": Field(str, "sip:content@ims.example.org", "the content service's PSI"),
         "index_url": Field(str, "http://127.0.0.1:8080", "the content index"),

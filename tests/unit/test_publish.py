@@ -216,7 +216,11 @@ def test_removal_by_publisher_and_takedown(env) -> None:
 
 
 def test_deeply_nested_metadata_is_a_bad_publication() -> None:
-    ctype, body = multipart.build([multipart.Part("application/x-bittorrent", b"d"),
-                                   multipart.Part("application/json", b"[" * 100_000)])
+    ctype, body = multipart.build(
+        [
+            multipart.Part("application/x-bittorrent", b"d"),
+            multipart.Part("application/json", b"[" * 100_000),
+        ]
+    )
     with pytest.raises(BadPublication, match="not JSON"):
         split_publication(ctype, body)
