@@ -228,11 +228,11 @@ class AsRole(Role):
 def _admin_routes(hub: Hub, publications: Any, store: Any, app: Any) -> None:
     from twisted.python.failure import Failure
 
-    from imsp2pd.content.purchase import PURCHASES, PurchaseError
+    from imsp2pd.content.purchase import PURCHASES, ServiceError
     from imsp2pd.web import HttpError
 
     def mapped(f: Failure) -> Any:
-        if f.check(PurchaseError):
+        if f.check(ServiceError):
             e: Any = f.value
             status = {400: 400, 403: 403, 404: 404}.get(e.status, 503)
             raise HttpError(status, "refused" if status < 500 else "backend_down", e.reason)

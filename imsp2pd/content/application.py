@@ -63,8 +63,8 @@ from imsp2pd.content.purchase import (
     BadPurchase,
     Grant,
     PurchaseDesk,
-    PurchaseError,
     PurchaseRequest,
+    ServiceError,
 )
 from imsp2pd.sip.errors import SipError
 from imsp2pd.sip.headers import parse_name_addr
@@ -187,7 +187,7 @@ class ApplicationServer:
 
     # -- helpers ---------------------------------------------------------
 
-    def _error(self, req: Request, e: PurchaseError) -> Response:
+    def _error(self, req: Request, e: ServiceError) -> Response:
         extra: tuple[tuple[str, str], ...] = ()
         if e.retry_after:
             extra = (("Retry-After", str(e.retry_after)),)
@@ -196,7 +196,7 @@ class ApplicationServer:
 
     def _answer(self, req: Request, d: Deferred[Any]) -> Deferred[Any]:
         def failed(f: Failure) -> Response:
-            if f.check(PurchaseError):
+            if f.check(ServiceError):
                 return self._error(req, f.value)  # type: ignore[arg-type]
             log.failure("as: {method} failed", f, method=req.method)
             return make_response(
@@ -267,7 +267,7 @@ class ApplicationServer:
                 return self._publisher_token(req, impu)
             if ctype == REMOVAL_TYPE:
                 return self._answer(req, self._removal(req, impu))
-        except PurchaseError as e:
+        except ServiceError as e:
             return self._error(req, e)
         return make_response(
             req,

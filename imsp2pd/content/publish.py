@@ -36,7 +36,7 @@ from imsp2pd.content.catalogue import (
     new_asset,
     parse_metadata,
 )
-from imsp2pd.content.purchase import NotAllowed, PurchaseError, UnknownContent
+from imsp2pd.content.purchase import NotAllowed, ServiceError, UnknownContent
 from imsp2pd.entitlement import Issuer, TrackerRole
 
 log = Logger()
@@ -49,7 +49,7 @@ SEEDING_TOKEN_TYPE = "application/vnd.imsp2p.seeding-token+json"
 EVENT_PACKAGE = "imsp2p-content"
 
 
-class BadPublication(PurchaseError):
+class BadPublication(ServiceError):
     status = 400
 
 

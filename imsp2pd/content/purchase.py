@@ -2,7 +2,7 @@
 
 Transport-free: the SIP side hands :meth:`PurchaseDesk.purchase` the
 asserted buyer, the icid and the MESSAGE body, and gets back a :class:`Grant`
-(answer 200, then send the grant in a MESSAGE) or a :class:`PurchaseError`
+(answer 200, then send the grant in a MESSAGE) or a :class:`ServiceError`
 whose ``status`` is the SIP answer (400, 402, 403, 404, 500 with
 ``retry_after``). The back ends are injected: the catalogue (:class:`Offers`),
 the online charging system (:class:`Charging`, Diameter Ro in the daemon),
@@ -59,8 +59,9 @@ _DOI = re.compile(r"^10\.\d{4,9}/[^\s]{1,200}$")
 # -- errors ------------------------------------------------------------------
 
 
-class PurchaseError(Exception):
-    """A purchase that cannot go through, with the SIP status to answer."""
+class ServiceError(Exception):
+    """A request to the content service (purchase, publication, removal) that cannot
+    go through, with the SIP status to answer."""
 
     status = 500
     retry_after: int | None = None
@@ -70,23 +71,23 @@ class PurchaseError(Exception):
         self.reason = reason
 
 
-class BadPurchase(PurchaseError):
+class BadPurchase(ServiceError):
     status = 400
 
 
-class NoCredit(PurchaseError):
+class NoCredit(ServiceError):
     status = 402
 
 
-class NotAllowed(PurchaseError):
+class NotAllowed(ServiceError):
     status = 403
 
 
-class UnknownContent(PurchaseError):
+class UnknownContent(ServiceError):
     status = 404
 
 
-class BackendDown(PurchaseError):
+class BackendDown(ServiceError):
     status = 500
     retry_after = 5
 
@@ -261,7 +262,7 @@ class PurchaseDesk:
         charge = self._charge(record, offer)
         try:
             await self.charging.debit(charge)
-        except PurchaseError as e:
+        except ServiceError as e:
             if not isinstance(e, BackendDown):  # a clear no: this attempt is over
                 await self._set_state(req.purchase_id, "declined", reason=e.reason)
             raise
@@ -275,7 +276,7 @@ class PurchaseDesk:
             await self._set_state(req.purchase_id, "granted", grant=grant)
         except Exception as e:
             await self._refund(record, offer, e)
-            if isinstance(e, PurchaseError):
+            if isinstance(e, ServiceError):
                 raise
             log.failure("purchase {pid}: failed after the debit", pid=req.purchase_id)
             raise BackendDown("the purchase failed after charging and was refunded") from None
@@ -390,7 +391,7 @@ __all__ = [
     "Offers",
     "PricedOffer",
     "PurchaseDesk",
-    "PurchaseError",
+    "ServiceError",
     "PurchaseRequest",
     "Rights",
     "UnknownContent",
