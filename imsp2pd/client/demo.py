@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from imsp2pd.client.cli import Context, UserError
-from imsp2pd.client.lab import die_with_parent, get_health, twistd_command
+from imsp2pd.client.lab import Lab, die_with_parent
 
 LAB_USERS = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass", "dave": "dave-pass"}
 SIGNALLING_PORTS = (4060, 5060, 6060, 7060, 3868, 3869)
@@ -165,14 +165,14 @@ class Demo:
         if not Path(self.cli[0]).exists():
             self.cli = [sys.executable, "-m", "imsp2pd.client.cli"]
         self.ctx_demo = Context(str(config_path))
-        url = self.ctx_demo.config["admin"]["url"]
-        if get_health(url) is not None:
-            raise UserError(f"a daemon already answers at {url}; stop it first")
+        self.lab: Lab | None = None
         capture = self.start_capture()
         try:
             return self.use_cases(capture)
         finally:
             self.stop_all()
+            if self.lab is not None:
+                self.lab.stop()
 
     def start_capture(self) -> Path | None:
         tshark = shutil.which("tshark") or shutil.which("dumpcap")
@@ -185,25 +185,8 @@ class Demo:
 
     def use_cases(self, capture: Path | None) -> int:
         args = self.args
-        daemon = self.spawn(
-            "daemon",
-            *twistd_command(),
-            "-n",
-            "--pidfile=",
-            "imsp2p",
-            "--role=all",
-            f"--config={self.env['IMSP2P_CONFIG']}",
-        )
-        url = self.ctx_demo.config["admin"]["url"]
-        for _ in range(600):
-            if daemon.poll() is not None:
-                raise UserError("the daemon exited; see " + str(self.root / "logs" / "daemon.log"))
-            health = get_health(url)
-            if health is not None and health.get("status") == "ok":
-                break
-            time.sleep(0.1)
-        else:
-            raise UserError("the daemon did not become healthy")
+        self.lab = Lab(self.ctx_demo, "all", log_path=self.root / "logs" / "daemon.log")
+        health = self.lab.start(timeout=60)
         self.step(f"lab up with roles {', '.join(sorted(health['roles']))}")
 
         consumers = ["alice", "bob"] + [

@@ -55,11 +55,11 @@ def get_health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
 class Lab:
     """A daemon with every role, run as a child process."""
 
-    def __init__(self, ctx: Context, roles: str = "all") -> None:
+    def __init__(self, ctx: Context, roles: str = "all", log_path: Path | None = None) -> None:
         self.ctx = ctx
         self.roles = roles
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = ctx.config.state_path("log", "lab.log")
+        self.log_path = log_path or ctx.config.state_path("log", "lab.log")
 
     def start(self, timeout: float = 60.0) -> dict[str, Any]:
         url = self.ctx.config["admin"]["url"]
