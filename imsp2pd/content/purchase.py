@@ -17,6 +17,9 @@ A purchase is never half done, and one purchase id never charges twice:
 - a debit that failed without a clear answer (OCS down, timeout) leaves the
   record in ``charging`` and answers 500 with Retry-After; the client's retry
   with the same purchase id re-sends the same debit;
+- a failure after the debit whose refund fails too leaves the record
+  ``charged``; a retry with the same purchase id goes on from there without
+  debiting again;
 - a debit refused for credit ends the attempt (``declined``, 402);
 - any failure after the debit refunds it (REFUND_ACCOUNT, its own
   Session-Id) and records ``refunded``; a later purchase with the same id is
@@ -259,17 +262,9 @@ class PurchaseDesk:
         if offer is None:
             raise UnknownContent(f"no offer {req.offer_id!r} for {req.doi}")
         record = await self._begin(impu, icid, req, offer, record)
-        charge = self._charge(record, offer)
-        try:
-            await self.charging.debit(charge)
-        except ServiceError as e:
-            if not isinstance(e, BackendDown):  # a clear no: this attempt is over
-                await self._set_state(req.purchase_id, "declined", reason=e.reason)
-            raise
-        except Exception as e:
-            log.failure("purchase {pid}: debit failed", pid=req.purchase_id)
-            raise BackendDown(f"charging failed: {e}") from None
-        await self._set_state(req.purchase_id, "charged")
+        if record["state"] != "charged":  # "charged": debited before, neither granted nor refunded
+            await self._debit(record, offer)
+            await self._set_state(req.purchase_id, "charged")
         try:
             await self.rights.authorise(req.purchase_id, impu, offer)
             grant = self._grant(impu, req, offer)
@@ -289,6 +284,18 @@ class PurchaseDesk:
         )
         return grant
 
+    async def _debit(self, record: dict[str, Any], offer: PricedOffer) -> None:
+        pid = record["purchase_id"]
+        try:
+            await self.charging.debit(self._charge(record, offer))
+        except ServiceError as e:
+            if not isinstance(e, BackendDown):  # a clear no: this attempt is over
+                await self._set_state(pid, "declined", reason=e.reason)
+            raise
+        except Exception as e:
+            log.failure("purchase {pid}: debit failed", pid=pid)
+            raise BackendDown(f"charging failed: {e}") from None
+
     async def _begin(
         self, impu: str, icid: str, req: PurchaseRequest, offer: PricedOffer, record: Any
     ) -> dict[str, Any]:
@@ -296,8 +303,10 @@ class PurchaseDesk:
 
         def txn(t: Any) -> dict[str, Any]:
             rec = t.get(PURCHASES, req.purchase_id)
-            if rec is not None and rec["state"] == "charging":
-                return dict(rec)  # resume: same Session-Id, the OCS will not charge twice
+            if rec is not None and rec["state"] in ("charging", "charged"):
+                # Resume: re-send the same debit (same Session-Id: the OCS will not charge
+                # twice), or go on after a debit whose refund failed.
+                return dict(rec)
             attempt = 1 if rec is None else rec["attempt"] + 1
             rec = {
                 "purchase_id": req.purchase_id,

@@ -273,13 +273,22 @@ def test_a_purchase_id_is_bound_to_its_buyer_and_content(h: Harness) -> None:
         h.buy(p, offer="buy")
 
 
-def test_a_failed_refund_keeps_the_record_charged(h: Harness) -> None:
+def test_a_failed_refund_keeps_the_record_charged_and_a_retry_never_charges_again(
+    h: Harness,
+) -> None:
     h.drm.error = RuntimeError("DRM down")
     h.ocs.refund_down = True
     p = pid()
     with pytest.raises(BackendDown, match="refund is pending"):
         h.buy(p)
     assert h.record(p)["state"] == "charged"
+    assert h.ocs.balance == Decimal("7.50")
+    h.drm.error = None
+    h.ocs.refund_down = False
+    h.buy(p)  # the DRM server is back: the same purchase goes on from the debit
+    assert h.ocs.calls == 1
+    assert h.ocs.balance == Decimal("7.50")
+    assert h.record(p)["state"] == "granted"
 
 
 @pytest.mark.parametrize(
