@@ -177,7 +177,6 @@ class ApplicationServer:
         self.clock = clock
         self.presence: dict[str, Presence] = {}
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
-        self.delivered: list[tuple[str, str]] = []  # (impu, content type): what was sent
         ua.on("MESSAGE", self.on_message)
         ua.on("PUBLISH", self.on_publish)
         ua.on("SUBSCRIBE", self.on_subscribe)
@@ -236,8 +235,6 @@ class ApplicationServer:
                     impu=impu,
                     status=resp.status,
                 )
-            else:
-                self.delivered.append((impu, content_type))
             return resp
 
         def lost(f: Failure) -> None:
