@@ -8,7 +8,8 @@ On every later request from the UE it removes what a UE may not send
 identity (the P-Preferred-Identity when it is one of the UE's, else the
 default one), generates a P-Charging-Vector and enforces the Service-Route;
 an unregistered UE gets 403.  Requests from the core towards the UE (they
-arrive on our Path entry) go back over the UE's own flow.
+arrive on our Path entry) go back over the UE's own flow, and the UE's
+responses to them lose the trusted headers too (RFC 3325 §5).
 
 :func:`sanitize_from_ue`, :func:`charging_vector`, :func:`asserted_identity`
 and :class:`UeTable` are pure; :class:`Pcscf` is the transaction user.
@@ -284,7 +285,15 @@ class Pcscf:
         s = ue.source
         target = Target(s.transport, s.host, s.port, s.flow)
         out = req.remove_header("P-Charging-Function-Addresses")
-        return self.core.forward(event.ctx, out, now, record_route=True, target=target)
+        # what the UE answers flows into the network: it may assert nothing
+        return self.core.forward(
+            event.ctx,
+            out,
+            now,
+            record_route=True,
+            target=target,
+            strip_from_responses=UNTRUSTED_FROM_UE,
+        )
 
     def flow_closed(self, flow: int) -> None:
         """A UE's TCP/TLS connection went away: its binding is unusable."""

@@ -172,6 +172,8 @@ class _ServerCtx:
     intercept: bool = False
     answered: bool = False
     cancelled: bool = False
+    #: headers removed from every response relayed upstream on this context
+    strip_from_responses: tuple[str, ...] = ()
 
 
 @dataclass
@@ -434,9 +436,13 @@ class SipCore:
         record_route: bool = False,
         intercept: bool = False,
         target: Target | None = None,
+        strip_from_responses: tuple[str, ...] = (),
     ) -> list[Output]:
         """Proxy ``request`` (the TU may have changed its Request-URI and
-        headers) for the server transaction ``ctx`` (§16.6)."""
+        headers) for the server transaction ``ctx`` (§16.6).  Every response
+        relayed back upstream loses the headers named in
+        ``strip_from_responses`` (a P-CSCF removing what a UE may not assert,
+        RFC 3325 §5)."""
         sc = self._servers.get(ctx)
         if sc is None or sc.answered:
             return []
@@ -448,6 +454,7 @@ class SipCore:
             target = uri_target(hop, size=len(prepared.encode()), default_transport="UDP")
         prepared = self._add_via(prepared, target, sc.tx.request)
         sc.intercept = intercept
+        sc.strip_from_responses = strip_from_responses
         return self._start_client(prepared, target, now, server_ctx=ctx)
 
     def forward_ack(self, ack: Request, source: Source, now: float) -> list[Output]:
@@ -630,6 +637,8 @@ class SipCore:
         if sc is None or response.status == 100:
             return []
         upstream = response.remove_first("Via")
+        for name in sc.strip_from_responses:
+            upstream = upstream.remove_header(name)
         if upstream.status == 503:
             upstream = Response(
                 upstream.headers, upstream.body, status=500, reason="Server Internal Error"

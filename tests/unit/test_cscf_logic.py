@@ -7,6 +7,9 @@ from imsp2pd.diameter import cx
 from imsp2pd.diameter.codes import CxResult
 from imsp2pd.ims.icscf import choose_scscf, lir_status, target_of, uar_status
 from imsp2pd.ims.pcscf import (
+    UNTRUSTED_FROM_UE,
+    Pcscf,
+    PcscfConfig,
     UeBinding,
     UeTable,
     asserted_identity,
@@ -23,9 +26,9 @@ from imsp2pd.ims.scscf import (
     register_response_headers,
     requested_expires,
 )
-from imsp2pd.sip.message import Request
+from imsp2pd.sip.message import Request, make_response
 from imsp2pd.sip.parser import parse_message
-from imsp2pd.sip.proxy import Source, Target
+from imsp2pd.sip.proxy import LocalAddress, SipCore, Source, Target, Transmit
 from imsp2pd.sip.uri import parse_uri
 
 
@@ -165,3 +168,86 @@ def test_register_200_headers_and_odi() -> None:
     assert (
         parse_odi(parse_uri(route[1:-1])) == "abc123" and parse_odi(parse_uri("sip:orig@h")) is None
     )
+
+
+def _pcscf_with_ue() -> tuple[Pcscf, SipCore, Source]:
+    core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 4060)])
+    pcscf = Pcscf(core, PcscfConfig(), clock=lambda: 0.0)
+    ue = Source("UDP", "127.0.0.5", 5060)
+    pcscf.ues.put(
+        UeBinding(
+            "sip:alice@127.0.0.5:5060",
+            ue,
+            ("sip:alice@ims.example.org",),
+            ("<sip:orig@127.0.0.1:6060;lr>",),
+            3600.0,
+        )
+    )
+    return pcscf, core, ue
+
+
+def _from_core(method: str) -> Request:
+    text = (
+        f"{method} sip:alice@127.0.0.5:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:6060;branch=z9hG4bKscscf1\r\n"
+        "Route: <sip:term@127.0.0.1:4060;lr>\r\n"
+        "From: <sip:as@ims.example.org>;tag=as\r\nTo: <sip:alice@ims.example.org>\r\n"
+        f"Call-ID: t1\r\nCSeq: 1 {method}\r\nMax-Forwards: 69\r\n"
+        "Contact: <sip:as@127.0.0.1:7060>\r\nContent-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(text.encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+FORGED = (
+    ("P-Asserted-Identity", "<sip:operator@ims.example.org>"),
+    ("P-Charging-Vector", "icid-value=forged"),
+    ("P-Associated-URI", "<sip:carol@ims.example.org>"),
+    ("Service-Route", "<sip:evil;lr>"),
+    ("X-Keep", "1"),
+)
+
+
+def test_pcscf_strips_trusted_headers_from_ue_responses() -> None:
+    """RFC 3325 §5: a UE cannot assert an identity in a response either,
+    provisional or final; what it may say (X-Keep) passes."""
+    pcscf, core, ue = _pcscf_with_ue()
+    scscf = Source("UDP", "127.0.0.1", 6060)
+    for method, statuses in (("MESSAGE", (200,)), ("INVITE", (180, 200))):
+        (event,) = [
+            e for e in core.receive(_from_core(method), scscf, 0.0) if not isinstance(e, Transmit)
+        ]
+        (down,) = pcscf.on_event(event, 0.0)
+        assert isinstance(down, Transmit) and down.target == Target("UDP", "127.0.0.5", 5060)
+        for status in statuses:
+            resp = make_response(down.message, status, to_tag="ue", extra=FORGED)
+            (up,) = core.receive(resp, ue, 0.1)
+            assert isinstance(up, Transmit) and up.target.port == 6060
+            assert up.message.status == status and up.message.get("X-Keep") == "1"
+            assert not {n for n, _ in up.message.headers} & set(UNTRUSTED_FROM_UE)
+
+
+def test_pcscf_keeps_the_network_headers_of_register_responses() -> None:
+    """The 200 to a REGISTER comes from the network, not a UE: its
+    Service-Route and P-Associated-URI reach the UE."""
+    pcscf, core, ue = _pcscf_with_ue()
+    text = (
+        "REGISTER sip:ims.example.org SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.5:5060;branch=z9hG4bKreg1\r\n"
+        "From: <sip:alice@ims.example.org>;tag=r\r\nTo: <sip:alice@ims.example.org>\r\n"
+        "Call-ID: r1\r\nCSeq: 2 REGISTER\r\nMax-Forwards: 70\r\nExpires: 600\r\n"
+        "Contact: <sip:alice@127.0.0.5:5060>\r\nContent-Length: 0\r\n\r\n"
+    )
+    reg = parse_message(text.encode())
+    (event,) = core.receive(reg, ue, 0.0)
+    (down,) = pcscf.on_event(event, 0.0)
+    extra = (
+        ("Service-Route", "<sip:orig@127.0.0.1:6060;lr>"),
+        ("P-Associated-URI", "<sip:alice@ims.example.org>"),
+        ("Contact", "<sip:alice@127.0.0.5:5060>;expires=600"),
+    )
+    resp = make_response(down.message, 200, to_tag="s", extra=extra)
+    (branch,) = core.receive(resp, Source("UDP", "127.0.0.1", 5060), 0.1)
+    (up,) = pcscf.on_event(branch, 0.1)
+    assert up.message.get("Service-Route") and up.message.get("P-Associated-URI")
