@@ -162,13 +162,12 @@ class HssRole(Role):
             "imsp2pd_hss_cx_answers_total", "Cx answers sent", ("command", "result")
         )
 
-        def handle(msg: Any, peer: Any) -> Any:
-            def count(ans: Any) -> Any:
-                outcome = cx.outcome(ans)
-                answers.inc(command=str(msg.code), result=str(outcome.code))
-                return ans
+        def count(ans: Any, code: int) -> Any:
+            answers.inc(command=str(code), result=str(cx.outcome(ans).code))
+            return ans
 
-            return hss.handle(msg, peer).addCallback(count)
+        def handle(msg: Any, peer: Any) -> Any:
+            return hss.handle(msg, peer).addCallback(count, msg.code)
 
         local = LocalConfig(
             origin_host=section["origin_host"],
@@ -176,7 +175,7 @@ class HssRole(Role):
             vendor_applications=((Vendor.TGPP, Application.CX),),
             watchdog_interval=section["watchdog_interval"],
         )
-        node = DiameterNode(reactor, local, handler=handle)
+        node = DiameterNode(reactor, local, handler=handle, metrics=hub.metrics)
         hub.add_check(
             "hss", lambda: {"ok": True, "peers": [p.origin_host for p in node.open_peers()]}
         )

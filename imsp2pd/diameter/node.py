@@ -46,6 +46,7 @@ from imsp2pd.diameter.peer import (
     WatchdogState,
 )
 from imsp2pd.diameter.protocol import DiameterProtocol
+from imsp2pd.metrics import Registry
 
 #: A request handler: the request and who sent it -> the answer (or a Deferred of it).
 Handler = Callable[[Message, PeerInfo], "Message | defer.Deferred[Message]"]
@@ -90,6 +91,79 @@ class _Dialer:
     ever_up: bool = False
 
 
+class NodeMetrics:
+    """The Prometheus metrics of one node, on the process's registry.
+
+    Every series carries the node's Origin-Host (``node``), so several nodes
+    in one process (``--role=all``) share the metric names.
+    """
+
+    def __init__(self, registry: Registry, node: str) -> None:
+        self.node = node
+        self.peers_open = registry.gauge(
+            "imsp2pd_diameter_peer_open",
+            "1 while the Diameter connection to the peer is open, 0 after it closed",
+            ("node", "peer"),
+        )
+        self.requests_sent = registry.counter(
+            "imsp2pd_diameter_requests_sent_total",
+            "Diameter application requests sent (failovers included)",
+            ("node", "command"),
+        )
+        self.requests_received = registry.counter(
+            "imsp2pd_diameter_requests_received_total",
+            "Diameter application requests received (duplicates included)",
+            ("node", "command"),
+        )
+        self.answers = registry.counter(
+            "imsp2pd_diameter_answers_total",
+            "Diameter answers to application requests, by direction (in: received, out: sent),"
+            " command and Result-Code (or Experimental-Result-Code; 0 for none)",
+            ("node", "direction", "command", "result"),
+        )
+        self.timeouts = registry.counter(
+            "imsp2pd_diameter_request_timeouts_total",
+            "Diameter requests that got no answer in time",
+            ("node", "peer"),
+        )
+        self.failovers = registry.counter(
+            "imsp2pd_diameter_failovers_total",
+            "Diameter requests failed over to another peer (or failed for want of one)",
+            ("node",),
+        )
+        self.watchdog = registry.counter(
+            "imsp2pd_diameter_watchdog_changes_total",
+            "Watchdog state changes (RFC 3539) of a peer, by the state entered",
+            ("node", "peer", "state"),
+        )
+
+    def peer(self, peer: str, is_open: bool) -> None:
+        self.peers_open.set(1.0 if is_open else 0.0, node=self.node, peer=peer)
+
+    def sent(self, msg: Message) -> None:
+        self.requests_sent.inc(node=self.node, command=str(msg.code))
+
+    def received(self, msg: Message) -> None:
+        self.requests_received.inc(node=self.node, command=str(msg.code))
+
+    def answer(self, direction: str, msg: Message) -> None:
+        self.answers.inc(
+            node=self.node,
+            direction=direction,
+            command=str(msg.code),
+            result=str(msg.result_code or 0),
+        )
+
+    def timeout(self, peer: str) -> None:
+        self.timeouts.inc(node=self.node, peer=peer)
+
+    def failover(self) -> None:
+        self.failovers.inc(node=self.node)
+
+    def watchdog_changed(self, peer: str, state: WatchdogState) -> None:
+        self.watchdog.inc(node=self.node, peer=peer, state=state.value)
+
+
 class _ClientFactory(ClientFactory):
     def __init__(self, node: DiameterNode, dialer: _Dialer) -> None:
         self.node = node
@@ -131,6 +205,7 @@ class DiameterNode:
         rng: random.Random | None = None,
         duplicate_lifetime: float = 60.0,
         tap: Callable[[str, bytes, DiameterProtocol], None] | None = None,
+        metrics: Registry | None = None,
     ) -> None:
         self.reactor = reactor
         self.local = local
@@ -138,6 +213,8 @@ class DiameterNode:
         self.dictionary = dictionary or default_dictionary()
         self.backoff = backoff
         self.tap = tap
+        #: Prometheus metrics when a registry was given (``hub.metrics`` in a role).
+        self.metrics = NodeMetrics(metrics, local.origin_host) if metrics is not None else None
         self._rng = rng or random.Random()
         self._peers = list(peers)
         self._known = {p.host.lower() for p in self._peers}
@@ -274,6 +351,8 @@ class DiameterNode:
             return
         out.message = sent
         self._outgoing[(id(proto), sent.hop_by_hop)] = out
+        if self.metrics is not None:
+            self.metrics.sent(sent)
 
     def _route(self, message: Message, exclude: set[str]) -> DiameterProtocol | None:
         dest_host = (message.get_str(AvpCode.DESTINATION_HOST) or "").lower()
@@ -335,12 +414,16 @@ class DiameterNode:
     def _event(self, proto: DiameterProtocol, event: Event) -> None:
         if isinstance(event, AnswerReceived):
             out = self._outgoing.pop((id(proto), event.request.hop_by_hop), None)
+            if self.metrics is not None:
+                self.metrics.answer("in", event.answer)
             if out is not None:
                 out.deferred.callback(event.answer)
         elif isinstance(event, IncomingRequest):
             self._incoming(proto, event.message)
         elif isinstance(event, RequestTimedOut):
             out = self._outgoing.pop((id(proto), event.request.hop_by_hop), None)
+            if self.metrics is not None:
+                self.metrics.timeout(proto.peer.origin_host.lower() if proto.peer else "?")
             if out is not None:
                 out.deferred.errback(
                     RequestTimeout(
@@ -355,6 +438,8 @@ class DiameterNode:
                         req.code, req.application, req.flags, 0, req.end_to_end, req.avps
                     )
                     self.log.info("failing over request ({reason})", reason=event.reason)
+                    if self.metrics is not None:
+                        self.metrics.failover()
                     self._dispatch(out)
         elif isinstance(event, PeerUp):
             self._peer_up(proto, event.peer)
@@ -363,6 +448,8 @@ class DiameterNode:
         elif isinstance(event, WatchdogChanged):
             host = proto.peer.origin_host if proto.peer else "?"
             self.log.info("watchdog of {host}: {state}", host=host, state=event.state.value)
+            if self.metrics is not None:
+                self.metrics.watchdog_changed(host.lower(), event.state)
             if event.state is WatchdogState.OKAY:
                 dialer = getattr(proto, "dialer", None)
                 if dialer is not None:
@@ -389,6 +476,8 @@ class DiameterNode:
                 return
             existing.disconnect(DisconnectCause.BUSY)
         self._open[host] = proto
+        if self.metrics is not None:
+            self.metrics.peer(host, True)
         dialer = getattr(proto, "dialer", None)
         if dialer is not None:
             dialer.ever_up = True
@@ -406,11 +495,15 @@ class DiameterNode:
         host = proto.peer.origin_host.lower() if proto.peer else None
         if host is not None and self._open.get(host) is proto:
             del self._open[host]
+            if self.metrics is not None:
+                self.metrics.peer(host, False)
             self.log.info("Diameter peer {host} is down: {reason}", host=host, reason=event.reason)
             for callback in self.on_peer_down:
                 callback(host, event.reason)
         for key in [k for k in self._outgoing if k[0] == id(proto)]:
             out = self._outgoing.pop(key)
+            if self.metrics is not None:
+                self.metrics.failover()
             self._dispatch(out)
         own: _Dialer | None = getattr(proto, "dialer", None)
         if own is not None:
@@ -427,34 +520,58 @@ class DiameterNode:
                     w.callback(None)
 
     def _incoming(self, proto: DiameterProtocol, req: Message) -> None:
+        if self.metrics is not None:
+            self.metrics.received(req)
         now = self.reactor.seconds()
         duplicate, cached = self._duplicates.check(req, now)
         if duplicate:
             if cached is not None:
-                proto.send_answer(cached)
+                self._send_answer(proto, cached)
             return
         peer = proto.peer
         if self.handler is None or peer is None:
-            proto.send_answer(
+            self._send_answer(
+                proto,
                 self.answer(
                     req, ResultCode.COMMAND_UNSUPPORTED, error_message="no application here"
-                )
+                ),
             )
             return
-        d = defer.maybeDeferred(self.handler, req, peer)
-
-        def done(ans: Message) -> None:
-            self._duplicates.answered(req, ans)
-            proto.send_answer(ans)
-
-        def failed(f: Failure) -> None:
-            self.log.failure("Diameter handler failed", failure=f)
-            self._duplicates.forget(req)
-            proto.send_answer(
-                self.answer(req, ResultCode.UNABLE_TO_COMPLY, error_message="internal error")
+        try:
+            result = self.handler(req, peer)
+        except Exception:
+            self._handler_failed(Failure(), proto, req)
+            return
+        if isinstance(result, Message):
+            self._answered(result, proto, req)
+        elif isinstance(result, defer.Deferred):
+            # A Deferred that already fired runs these at once (no closures per message).
+            result.addCallbacks(
+                self._answered,
+                self._handler_failed,
+                callbackArgs=(proto, req),
+                errbackArgs=(proto, req),
+            )
+        else:
+            self._handler_failed(
+                Failure(TypeError(f"handler returned {type(result).__name__}")), proto, req
             )
 
-        d.addCallbacks(done, failed)
+    def _answered(self, ans: Message, proto: DiameterProtocol, req: Message) -> None:
+        self._duplicates.answered(req, ans)
+        self._send_answer(proto, ans)
+
+    def _handler_failed(self, f: Failure, proto: DiameterProtocol, req: Message) -> None:
+        self.log.failure("Diameter handler failed", failure=f)
+        self._duplicates.forget(req)
+        self._send_answer(
+            proto, self.answer(req, ResultCode.UNABLE_TO_COMPLY, error_message="internal error")
+        )
+
+    def _send_answer(self, proto: DiameterProtocol, ans: Message) -> None:
+        if self.metrics is not None:
+            self.metrics.answer("out", ans)
+        proto.send_answer(ans)
 
     # Dialing ------------------------------------------------------------------------
 

@@ -116,6 +116,11 @@ class HssDaemonTests(TestCase):
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=20) as r:
+            return str(r.read().decode())
+
     def client(self) -> DiameterNode:
         def handler(req: Message, peer: PeerInfo) -> Message:
             self.requests.append(req)
@@ -166,6 +171,16 @@ class HssDaemonTests(TestCase):
         self.assertEqual(ifc.application_server.server_name, "sip:127.0.0.1:7060")
         lia = yield node.request(cx.lir(SCSCF, ids.next(), REALM, "sip:content@ims.example.org"))
         self.assertEqual(cx.server_name(lia), "sip:127.0.0.1:7060")
+
+        # The node's metrics on the control port.
+        text = yield deferToThread(self.metrics_text)
+        hss = 'node="hss.ims.example.org"'
+        self.assertIn(f'imsp2pd_diameter_peer_open{{{hss},peer="{SCSCF.host}"}} 1', text)
+        self.assertIn(f'imsp2pd_diameter_requests_received_total{{{hss},command="303"}} 1', text)
+        self.assertIn(
+            f'imsp2pd_diameter_answers_total{{{hss},direction="out",command="301",result="2001"}} 1',
+            text,
+        )
 
         status, shown = yield deferToThread(self.http, "GET", f"/admin/subscribers/{ALICE}")
         self.assertEqual(status, 200)

@@ -18,6 +18,7 @@ from imsp2pd.diameter.errors import PeerUnavailable, RequestTimeout
 from imsp2pd.diameter.message import Framer, Message, decode_message, request
 from imsp2pd.diameter.node import Backoff, DiameterNode, PeerConfig, _ServerFactory
 from imsp2pd.diameter.peer import LocalConfig, PeerInfo, WatchdogState
+from imsp2pd.metrics import Registry
 
 D = default_dictionary()
 REALM = "ims.example.org"
@@ -53,14 +54,20 @@ def lir(dest_host: str | None = None) -> Message:
 class Lab:
     """A client node and server nodes sharing one MemoryReactorClock, wired with iosim."""
 
-    def __init__(self, servers: tuple[str, ...] = ("hss.ims.example.org",)) -> None:
+    def __init__(
+        self,
+        servers: tuple[str, ...] = ("hss.ims.example.org",),
+        metrics: Registry | None = None,
+    ) -> None:
         self.reactor = MemoryReactorClock()
         self.calls: dict[str, list[Message]] = {}
         self.servers: dict[str, DiameterNode] = {}
         self.hold = False
         self.held: list[tuple[Message, defer.Deferred[Message]]] = []
         for i, name in enumerate(servers):
-            node = DiameterNode(self.reactor, local(name), handler=self._handler(name))
+            node = DiameterNode(
+                self.reactor, local(name), handler=self._handler(name), metrics=metrics
+            )
             node.listen(3868 + i)
             self.servers[name] = node
         self.client = DiameterNode(
@@ -70,6 +77,7 @@ class Lab:
                 PeerConfig(name, REALM, "127.0.0.1", 3868 + i) for i, name in enumerate(servers)
             ],
             backoff=Backoff(initial=1.0, maximum=8.0),
+            metrics=metrics,
         )
         self.pumps: dict[str, IOPump] = {}
 
@@ -282,6 +290,109 @@ class NodeTests(unittest.TestCase):
         ans = self.successResultOf(d)
         self.assertEqual(ans.result_code, ResultCode.COMMAND_UNSUPPORTED)
         self.assertTrue(ans.is_error)
+
+
+SCSCF, HSS1, HSS2 = "scscf.ims.example.org", "hss1.ims.example.org", "hss2.ims.example.org"
+LIR = str(int(Command.LOCATION_INFO))
+
+
+class MetricsTests(unittest.TestCase):
+    """The node's Prometheus metrics move with the traffic."""
+
+    def setUp(self) -> None:
+        self.registry = Registry()
+        self.lab = Lab((HSS1, HSS2), metrics=self.registry)
+        self.lab.client.start()
+        self.lab.connect_pending()
+
+    def value(self, name: str, **labels: str) -> float:
+        metric = self.registry.get(name)
+        assert metric is not None, name
+        return metric.value(**labels)
+
+    def test_peers_requests_and_answers(self) -> None:
+        self.assertEqual(self.value("imsp2pd_diameter_peer_open", node=SCSCF, peer=HSS1), 1)
+        self.assertEqual(self.value("imsp2pd_diameter_peer_open", node=HSS2, peer=SCSCF), 1)
+        for _ in range(3):
+            d = self.lab.client.request(lir())
+            self.lab.pump()
+            self.successResultOf(d)
+        sent = "imsp2pd_diameter_requests_sent_total"
+        received = "imsp2pd_diameter_requests_received_total"
+        answers = "imsp2pd_diameter_answers_total"
+        self.assertEqual(self.value(sent, node=SCSCF, command=LIR), 3)
+        self.assertEqual(self.value(received, node=HSS1, command=LIR), 3)
+        self.assertEqual(
+            self.value(answers, node=HSS1, direction="out", command=LIR, result="2001"), 3
+        )
+        self.assertEqual(
+            self.value(answers, node=SCSCF, direction="in", command=LIR, result="2001"), 3
+        )
+        text = self.registry.render()
+        self.assertIn(
+            'imsp2pd_diameter_requests_sent_total{node="scscf.ims.example.org",command="302"} 3',
+            text,
+        )
+        self.lab.client.stop()
+        self.lab.pump()
+        self.lab.pump()
+        self.assertEqual(self.value("imsp2pd_diameter_peer_open", node=SCSCF, peer=HSS1), 0)
+        self.assertEqual(self.value("imsp2pd_diameter_peer_open", node=HSS1, peer=SCSCF), 0)
+
+    def test_error_answers_are_counted_by_result(self) -> None:
+        self.lab.servers[HSS1].handler = None
+        d = self.lab.client.request(lir())
+        self.lab.pump()
+        self.successResultOf(d)
+        self.assertEqual(
+            self.value(
+                "imsp2pd_diameter_answers_total",
+                node=HSS1,
+                direction="out",
+                command=LIR,
+                result=str(int(ResultCode.COMMAND_UNSUPPORTED)),
+            ),
+            1,
+        )
+
+    def test_timeout(self) -> None:
+        self.lab.hold = True
+        d = self.lab.client.request(lir(), timeout=3.0)
+        self.lab.pump()
+        self.lab.advance(3.0)
+        self.failureResultOf(d).trap(RequestTimeout)
+        self.assertEqual(
+            self.value("imsp2pd_diameter_request_timeouts_total", node=SCSCF, peer=HSS1), 1
+        )
+
+    def test_failover_and_watchdog(self) -> None:
+        self.lab.hold = True
+        d = self.lab.client.request(lir(), timeout=500.0)
+        self.lab.pump()
+        silent = self.lab.pumps.pop(HSS1)
+        self.lab.hold = False
+        self.lab.advance(61.0)
+        self.assertEqual(self.successResultOf(d).origin_host, HSS2)
+        self.assertEqual(self.value("imsp2pd_diameter_failovers_total", node=SCSCF), 1)
+        self.assertEqual(
+            self.value(
+                "imsp2pd_diameter_watchdog_changes_total", node=SCSCF, peer=HSS1, state="suspect"
+            ),
+            1,
+        )
+        self.assertEqual(
+            self.value("imsp2pd_diameter_requests_sent_total", node=SCSCF, command=LIR), 2
+        )
+        del silent
+
+    def test_a_node_without_a_registry_has_no_metrics(self) -> None:
+        lab = Lab()
+        self.assertIsNone(lab.client.metrics)
+        lab.client.start()
+        lab.connect_pending()
+        d = lab.client.request(lir())
+        lab.pump()
+        self.successResultOf(d)
 
 
 class ProtocolOnStringTransportTests(unittest.TestCase):
