@@ -195,22 +195,31 @@ def response_target(response: Response, source: Source | None) -> Target:
     return Target(via.transport, host, port)
 
 
-def uri_target(uri: URI, *, size: int = 0, default_transport: str = "UDP") -> Target:
+def uri_target(uri: URI, *, default_transport: str = "UDP") -> Target:
     """The next hop for a SIP URI (RFC 3263 without DNS: the host is used as
-    given).  Over UDP a message above 1300 bytes goes over TCP instead."""
+    given).  The size rule of §18.1.1 is applied later, to every request
+    whatever chose its target (:func:`fit_transport`)."""
     if not isinstance(uri, SipURI):
         raise SipParseError(f"Cannot route to a {uri.scheme} URI", status=416)
     transport = (uri.transport or default_transport.lower()).upper()
     if uri.secure:
         transport = "TLS"
-    if transport == "UDP" and size > UDP_MTU_LIMIT:
-        transport = "TCP"
     maddr = uri.param("maddr")
     host = maddr or uri.host
     if host.startswith("["):
         host = host[1:-1]
     port = uri.port or (5061 if transport == "TLS" else 5060)
     return Target(transport, host, port)
+
+
+def fit_transport(target: Target, size: int) -> Target:
+    """RFC 3261 §18.1.1: a request of more than 1300 bytes (path MTU
+    unknown) bound for UDP goes over TCP to the same address instead.  A
+    peer without a TCP listener makes the connect fail, and the client
+    transaction reports the transport error to its user."""
+    if target.transport == "UDP" and size > UDP_MTU_LIMIT:
+        return Target("TCP", target.host, target.port)
+    return target
 
 
 def loop_hash(request: Request) -> str:
@@ -451,8 +460,8 @@ class SipCore:
         except SipParseError as exc:
             return self.reply(ctx, exc.status, now, exc.reason)
         if target is None:
-            target = uri_target(hop, size=len(prepared.encode()), default_transport="UDP")
-        prepared = self._add_via(prepared, target, sc.tx.request)
+            target = uri_target(hop, default_transport="UDP")
+        prepared, target = self._add_via(prepared, target, sc.tx.request)
         sc.intercept = intercept
         sc.strip_from_responses = strip_from_responses
         return self._start_client(prepared, target, now, server_ctx=ctx)
@@ -461,10 +470,10 @@ class SipCore:
         """Forward an ACK of a 2xx statelessly along its route (§16.11)."""
         try:
             prepared, hop = self.prepare_forward(ack, source, record_route=False)
-            target = uri_target(hop, size=len(prepared.encode()))
+            prepared, target = self._add_via(prepared, uri_target(hop), ack)
         except SipParseError:
             return []
-        return [Transmit(self._add_via(prepared, target, ack), target)]
+        return [Transmit(prepared, target)]
 
     def prepare_forward(
         self, request: Request, source: Source, *, record_route: bool
@@ -507,14 +516,26 @@ class SipCore:
             return request, first.uri
         return request, request.uri
 
-    def _add_via(self, request: Request, target: Target, original: Request) -> Request:
-        a = self.address_for(target.transport)
-        host = f"[{a.host}]" if ":" in a.host else a.host
+    def _add_via(
+        self, request: Request, target: Target, original: Request
+    ) -> tuple[Request, Target]:
+        """Our Via on ``request``, and where it really goes: every request
+        this node sends passes here, so the size rule of §18.1.1 is applied
+        here, once, whoever chose ``target`` (a Route, a URI or a role
+        naming a UDP address), and the Via names the transport used."""
         branch = f"{BRANCH_MAGIC}{loop_hash(original)}.{new_branch()[7:]}"
-        via = f"SIP/2.0/{target.transport} {host}:{a.port};branch={branch}"
-        if target.transport == "UDP":
-            via += ";rport"
-        return request.prepend_header("Via", via)
+        via = self._via(target.transport, branch)
+        # the size on the wire: the request plus the "Via: ...\r\n" line
+        target = fit_transport(target, len(request.encode()) + len(via) + 7)
+        if target.transport != "UDP":
+            via = self._via(target.transport, branch)
+        return request.prepend_header("Via", via), target
+
+    def _via(self, transport: str, branch: str) -> str:
+        a = self.address_for(transport)
+        host = f"[{a.host}]" if ":" in a.host else a.host
+        via = f"SIP/2.0/{transport} {host}:{a.port};branch={branch}"
+        return via + ";rport" if transport == "UDP" else via
 
     def send_request(
         self, request: Request, now: float, *, target: Target | None = None
@@ -524,11 +545,11 @@ class SipCore:
         if target is None:
             routes = request.routes
             hop = routes[0].uri if routes else request.uri
-            target = uri_target(hop, size=len(request.encode()) + 120)
+            target = uri_target(hop)
         handle = next(self._ids)
-        request = self._add_via(request, target, request)
         if request.get("Max-Forwards") is None:
             request = request.append_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
+        request, target = self._add_via(request, target, request)
         return handle, self._start_client(request, target, now, uac_handle=handle)
 
     def _start_client(
@@ -699,6 +720,7 @@ __all__ = [
     "Transmit",
     "UacFailed",
     "UacResponse",
+    "fit_transport",
     "loop_hash",
     "response_target",
     "uri_target",

@@ -176,6 +176,41 @@ class NodeTests(unittest.TestCase):
         statuses = [parse_message(d).status for d, _ in udp.sent]  # type: ignore[union-attr]
         self.assertEqual(statuses, [500])
 
+    def test_large_request_for_a_udp_target_goes_over_tcp(self) -> None:
+        """§18.1.1 at the transport: a 2 kB request a role sends to a UDP
+        address leaves over a new TCP connection to the same address, not a
+        datagram; when nobody listens there, upstream learns of it (500)."""
+        node, tu, reactor, udp = self.make(Target("UDP", "127.0.0.1", 6060))
+        proto, ue = self.tcp_client(reactor)
+        proto.dataReceived(message(body=b"x" * 2000))
+        self.assertEqual(udp.sent, [])
+        host, port, factory, _, _ = reactor.tcpClients[0]
+        self.assertEqual((host, port), ("127.0.0.1", 6060))
+        down = factory.buildProtocol(None)
+        down_tr = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 6060))
+        down.makeConnection(down_tr)
+        fwd = parse_message(down_tr.value(), stream=True)
+        assert isinstance(fwd, Request)
+        self.assertEqual(fwd.top_via.transport, "TCP")
+        down.dataReceived(make_response(fwd, 202, to_tag="as").encode())
+        self.assertTrue(ue.value().startswith(b"SIP/2.0 202 Accepted"))
+        # a small one still goes as a datagram
+        proto.dataReceived(message(branch="z9hG4bKsmall"))
+        self.assertEqual(len(udp.sent), 1)
+        self.assertEqual(udp.sent[0][1], ("127.0.0.1", 6060))
+
+    def test_large_request_to_a_udp_only_peer_is_a_transport_error(self) -> None:
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.python.failure import Failure
+
+        node, tu, reactor, udp = self.make(Target("UDP", "127.0.0.1", 6062))
+        proto, ue = self.tcp_client(reactor)
+        proto.dataReceived(message(body=b"x" * 2000))
+        factory = reactor.tcpClients[0][2]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertTrue(ue.value().startswith(b"SIP/2.0 500 Next Hop Unreachable"))
+        self.assertEqual(udp.sent, [])
+
     def test_udp_retransmissions_then_408_driven_by_the_clock(self) -> None:
         node, tu, reactor, udp = self.make(Target("UDP", "127.0.0.1", 6060))
         node._udp.datagramReceived(message(), ("127.0.0.7", 40000))  # type: ignore[union-attr]

@@ -186,14 +186,14 @@ def _pcscf_with_ue() -> tuple[Pcscf, SipCore, Source]:
     return pcscf, core, ue
 
 
-def _from_core(method: str) -> Request:
+def _from_core(method: str, body: str = "", branch: str = "z9hG4bKscscf1") -> Request:
     text = (
         f"{method} sip:alice@127.0.0.5:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:6060;branch=z9hG4bKscscf1\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:6060;branch={branch}\r\n"
         "Route: <sip:term@127.0.0.1:4060;lr>\r\n"
         "From: <sip:as@ims.example.org>;tag=as\r\nTo: <sip:alice@ims.example.org>\r\n"
         f"Call-ID: t1\r\nCSeq: 1 {method}\r\nMax-Forwards: 69\r\n"
-        "Contact: <sip:as@127.0.0.1:7060>\r\nContent-Length: 0\r\n\r\n"
+        f"Contact: <sip:as@127.0.0.1:7060>\r\nContent-Length: {len(body)}\r\n\r\n{body}"
     )
     msg = parse_message(text.encode())
     assert isinstance(msg, Request)
@@ -251,3 +251,18 @@ def test_pcscf_keeps_the_network_headers_of_register_responses() -> None:
     (branch,) = core.receive(resp, Source("UDP", "127.0.0.1", 5060), 0.1)
     (up,) = pcscf.on_event(branch, 0.1)
     assert up.message.get("Service-Route") and up.message.get("P-Associated-URI")
+
+
+def test_pcscf_sends_a_large_request_to_a_udp_ue_over_tcp() -> None:
+    """The UE registered over UDP, but a 2 kB MESSAGE towards it goes over
+    TCP to the same address (RFC 3261 §18.1.1); a small one stays on UDP."""
+    pcscf, core, ue = _pcscf_with_ue()
+    scscf = Source("UDP", "127.0.0.1", 6060)
+    big = _from_core("MESSAGE", body="x" * 2000)
+    (event,) = [e for e in core.receive(big, scscf, 0.0) if not isinstance(e, Transmit)]
+    (down,) = pcscf.on_event(event, 0.0)
+    assert down.target == Target("TCP", "127.0.0.5", 5060)
+    assert down.message.top_via.transport == "TCP"
+    (event,) = core.receive(_from_core("MESSAGE", branch="z9hG4bKsmall"), scscf, 0.1)
+    (down,) = pcscf.on_event(event, 0.1)
+    assert down.target == Target("UDP", "127.0.0.5", 5060)

@@ -17,6 +17,7 @@ from imsp2pd.sip.proxy import (
     Transmit,
     UacFailed,
     UacResponse,
+    fit_transport,
 )
 from imsp2pd.sip.uri import parse_uri
 
@@ -167,6 +168,52 @@ def test_previous_strict_router_put_our_record_route_in_the_request_uri() -> Non
 def test_large_udp_request_goes_over_tcp() -> None:
     c = core()
     _, out = receive_and_forward(c, request(body="x" * 1400))
+    assert out.target.transport == "TCP" and out.message.top_via.transport == "TCP"
+
+
+def test_fit_transport_counts_bytes_over_1300_and_only_for_udp() -> None:
+    udp = Target("UDP", "127.0.0.5", 5060)
+    assert fit_transport(udp, 1300) == udp
+    assert fit_transport(udp, 1301) == Target("TCP", "127.0.0.5", 5060)
+    tls = Target("TLS", "127.0.0.5", 5061, flow=3)
+    assert fit_transport(tls, 70000) == tls
+
+
+def test_size_rule_applies_to_an_explicit_udp_target_too() -> None:
+    """§18.1.1 whoever names the target: a role's Target("UDP", ...) for a
+    big request becomes TCP to the same address, with a TCP Via; a small
+    one stays on UDP."""
+    c = core()
+    udp = Target("UDP", "127.0.0.5", 5060)
+    _, big = receive_and_forward(c, request(body="x" * 1400), target=udp)
+    assert big.target == Target("TCP", "127.0.0.5", 5060)
+    assert big.message.top_via.transport == "TCP" and len(big.message.encode()) > 1300
+    _, small = receive_and_forward(c, request(branch="z9hG4bKue2"), target=udp)
+    assert small.target == udp and small.message.top_via.transport == "UDP"
+    # the threshold is on the whole request as it would go over UDP, our
+    # Via included: 1300 bytes stay, one more byte of body goes over TCP
+    sent = []
+    for n in range(895, 915):
+        _, out = receive_and_forward(c, request(branch=f"z9hG4bKe{n}", body="x" * n), target=udp)
+        sent.append((len(out.message.encode()), out.target.transport))
+    over_udp = [size for size, tp in sent if tp == "UDP"]
+    assert max(over_udp) == 1300 and sent[len(over_udp)][1] == "TCP"
+    assert all(tp == "TCP" for _, tp in sent[len(over_udp) :])
+
+
+def test_size_rule_for_uac_requests_and_acks() -> None:
+    c = core()
+    req = request(extra="", branch="unused", body="y" * 1400).remove_header("Via")
+    handle, outs = c.send_request(req, 0.0, target=Target("UDP", "127.0.0.5", 5060))
+    (tx,) = outs
+    assert tx.target.transport == "TCP" and tx.message.top_via.transport == "TCP"
+    # TCP is reliable: no retransmission, Timer F fires and the UAC learns it
+    assert c.transport_error(tx.tx, "connection refused", 0.1) == [
+        UacFailed(handle, "transport: connection refused")
+    ]
+    ack = request("ACK", branch="z9hG4bKack", body="z" * 1400)
+    (event,) = c.receive(ack, UE, 0.0)
+    (out,) = c.forward_ack(event.request, event.source, 0.0)
     assert out.target.transport == "TCP" and out.message.top_via.transport == "TCP"
 
 
