@@ -275,6 +275,10 @@ def main() -> None:
                         str(args.window),
                         "--per-client",
                         str(12_000 // args.clients + 1000),
+                        # Its own user: two S-CSCFs re-registering one user would move
+                        # the assignment back and forth (a store write per SAR).
+                        "--user",
+                        USERS[i % len(USERS)],
                     ],
                     stdout=subprocess.PIPE,
                     stdin=subprocess.PIPE,

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from imsp2pd.diameter.avp import Avp
 from imsp2pd.diameter.codes import AvpCode, DisconnectCause, Flag, ResultCode
 from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
-from imsp2pd.diameter.errors import PeerUnavailable, RequestTimeout
+from imsp2pd.diameter.errors import EncodeError, PeerUnavailable, RequestTimeout
 from imsp2pd.diameter.message import Message, answer
 from imsp2pd.diameter.peer import (
     AnswerReceived,
@@ -526,7 +526,7 @@ class DiameterNode:
         duplicate, cached = self._duplicates.check(req, now)
         if duplicate:
             if cached is not None:
-                self._send_answer(proto, cached)
+                proto.send_answer(cached)
             return
         peer = proto.peer
         if self.handler is None or peer is None:
@@ -558,8 +558,15 @@ class DiameterNode:
             )
 
     def _answered(self, ans: Message, proto: DiameterProtocol, req: Message) -> None:
-        self._duplicates.answered(req, ans)
-        self._send_answer(proto, ans)
+        try:
+            data = ans.encode()  # once: for the wire and for resending to duplicates
+        except EncodeError as exc:
+            self._handler_failed(Failure(exc), proto, req)
+            return
+        self._duplicates.answered(req, data)
+        if self.metrics is not None:
+            self.metrics.answer("out", ans)
+        proto.send_answer(data)
 
     def _handler_failed(self, f: Failure, proto: DiameterProtocol, req: Message) -> None:
         self.log.failure("Diameter handler failed", failure=f)

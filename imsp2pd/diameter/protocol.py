@@ -103,7 +103,7 @@ class DiameterProtocol(TwistedProtocol):
         self._apply(events)
         return sent
 
-    def send_answer(self, message: Message) -> None:
+    def send_answer(self, message: Message | bytes) -> None:
         if self.conn is not None and not self.closed:
             self._apply(self.conn.send_answer(message))
 

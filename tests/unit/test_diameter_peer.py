@@ -430,10 +430,13 @@ def test_duplicate_cache() -> None:
     assert cache.check(req, 0.0) == (False, None)
     assert cache.check(req, 1.0) == (True, None)  # still being processed
     ans = answer(req, "hss", "r")
-    cache.answered(req, ans)
+    cache.answered(req, ans.encode())
     retransmitted = Message(302, Application.CX, 0xD0, 99, 42, req.avps)
     dup, again = cache.check(retransmitted, 2.0)
-    assert dup and again is not None and again.hop_by_hop == 99 and again.avps == ans.avps
+    assert dup and again is not None
+    resent = decode_message(again, D)
+    assert resent.hop_by_hop == 99 and resent.avps == ans.avps
+    assert resent.end_to_end == ans.end_to_end == 42
     assert cache.check(req, 11.0) == (False, None)  # expired, seen anew
     other = Message(302, Application.CX, 0xC0, 1, 42, (Avp(AvpCode.ORIGIN_HOST, "icscf"),))
     assert cache.check(other, 11.0) == (False, None)
