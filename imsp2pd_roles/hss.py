@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -167,7 +168,10 @@ class HssRole(Role):
             return ans
 
         def handle(msg: Any, peer: Any) -> Any:
-            return hss.handle(msg, peer).addCallback(count, msg.code)
+            result = hss.handle(msg, peer)
+            if isinstance(result, Deferred):
+                return result.addCallback(count, msg.code)
+            return count(result, msg.code)
 
         local = LocalConfig(
             origin_host=section["origin_host"],

@@ -335,18 +335,16 @@ class PeerConnection:
         return len(self._pending)
 
     def next_deadline(self) -> float | None:
-        while self._timeouts and self._timeouts[0][1] not in self._pending:
-            heapq.heappop(self._timeouts)
-        candidates = [
-            t
-            for t in (
-                self._state_deadline,
-                self._tw_deadline,
-                self._timeouts[0][0] if self._timeouts else None,
-            )
-            if t is not None
-        ]
-        return min(candidates) if candidates else None
+        timeouts, pending = self._timeouts, self._pending
+        while timeouts and timeouts[0][1] not in pending:
+            heapq.heappop(timeouts)
+        best = self._state_deadline
+        tw = self._tw_deadline
+        if tw is not None and (best is None or tw < best):
+            best = tw
+        if timeouts and (best is None or timeouts[0][0] < best):
+            best = timeouts[0][0]
+        return best
 
     # Inputs -------------------------------------------------------------------
 

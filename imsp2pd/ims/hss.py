@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from imsp2pd.diameter import cx
 from imsp2pd.diameter.avp import Avp
@@ -151,17 +151,16 @@ class Hss:
 
     # Diameter entry points --------------------------------------------------------
 
-    def handle(self, req: Message, peer: PeerInfo) -> Deferred[Message]:
+    def handle(self, req: Message, peer: PeerInfo) -> Message | Deferred[Message]:
         """The node's handler: one transaction per request.
 
         A request that only reads what the cache already holds (MAR with SIP
         Digest, a re-registration SAR that changes nothing, UAR, LIR) is
-        answered from the cache in the reactor thread; anything that writes
-        or misses runs as a store transaction.
+        answered from the cache in the reactor thread, at once (no Deferred);
+        anything that writes or misses runs as a store transaction.
         """
-        view = _CacheView(self._cache)
         try:
-            return succeed(self.process(view, req))
+            return self.process(_CacheView(self._cache), req)
         except (_CacheMiss, _CacheWrite):
             pass
         return self.transact(lambda txn: self.process(txn, req))

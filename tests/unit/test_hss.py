@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import maybeDeferred
 
 from imsp2pd.diameter import cx
 from imsp2pd.diameter.codes import (
@@ -421,7 +422,8 @@ class CountingStore:
 
 def handled(hss: Hss, req: Message) -> Message:
     results: list[Message] = []
-    hss.handle(decode_message(req.encode(), D), None).addCallback(results.append)  # type: ignore[arg-type]
+    d = maybeDeferred(hss.handle, decode_message(req.encode(), D), None)  # type: ignore[arg-type]
+    d.addCallback(results.append)
     (ans,) = results
     return ans
 
