@@ -217,6 +217,20 @@ class NodeTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(d).result_code, ResultCode.UNABLE_TO_COMPLY)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_handler_deferred_failure_answers_5012(self) -> None:
+        lab = Lab()
+
+        def broken(req: Message, peer: PeerInfo) -> defer.Deferred[Message]:
+            return defer.fail(RuntimeError("later boom"))
+
+        lab.servers["hss.ims.example.org"].handler = broken
+        lab.client.start()
+        lab.connect_pending()
+        d = lab.client.request(lir())
+        lab.pump()
+        self.assertEqual(self.successResultOf(d).result_code, ResultCode.UNABLE_TO_COMPLY)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_reconnects_with_backoff_after_refusal(self) -> None:
         lab = Lab()
         lab.client.start()

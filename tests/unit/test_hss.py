@@ -448,6 +448,9 @@ def test_handle_serves_reads_from_the_cache_and_sees_every_write(h: Harness) -> 
         )  # fmt: skip
         assert cx.outcome(handled(hss, rereg)).code == ResultCode.SUCCESS
     assert counting.count - first <= 2  # the first MAR and SAR fill the cache, the rest are hits
+    # A hit is answered at once: a Message, no Deferred.
+    mar = cx.mar(SCSCF, ids.next(), REALM, ALICE, ALICE_IMPU, SCSCF_URI, cx.SCHEME_DIGEST)
+    assert isinstance(hss.handle(decode_message(mar.encode(), D), None), Message)  # type: ignore[arg-type]
     # A password change through Hss.transact is seen by the next cached MAR.
     hss.transact(
         lambda t: hss.put_subscriber(t, ALICE, [ALICE_IMPU, "tel:+15550001"], password="new")
