@@ -17,9 +17,15 @@ def _positive(value: float) -> str | None:
 
 
 def cx_client(
-    reactor: Any, origin_host: str, realm: str, hss: str, hss_host: str, handler: Any = None
+    reactor: Any,
+    origin_host: str,
+    realm: str,
+    hss: str,
+    hss_host: str,
+    handler: Any = None,
+    metrics: Any = None,
 ) -> Any:
-    """A Diameter node that dials the HSS and speaks Cx."""
+    """A Diameter node that dials the HSS and speaks Cx (its metrics on ``metrics``)."""
     from imsp2pd.diameter.codes import Application, Vendor
     from imsp2pd.diameter.node import DiameterNode, PeerConfig
     from imsp2pd.diameter.peer import LocalConfig
@@ -31,7 +37,11 @@ def cx_client(
         vendor_applications=((Vendor.TGPP, Application.CX),),
     )
     return DiameterNode(
-        reactor, local, peers=[PeerConfig(hss_host, realm, address, port)], handler=handler
+        reactor,
+        local,
+        peers=[PeerConfig(hss_host, realm, address, port)],
+        handler=handler,
+        metrics=metrics,
     )
 
 
@@ -62,7 +72,12 @@ class IcscfRole(Role):
         realm = config["ims"]["domain"]
         host, port = split_host_port(section["listen"])
         diameter = cx_client(
-            reactor, section["origin_host"], realm, section["hss"], section["hss_host"]
+            reactor,
+            section["origin_host"],
+            realm,
+            section["hss"],
+            section["hss_host"],
+            metrics=hub.metrics,
         )
         timeout = section["cx_timeout"]
         iconf = IcscfConfig(realm=realm, origin=cx.Origin(section["origin_host"], realm))

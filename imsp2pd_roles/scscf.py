@@ -92,7 +92,13 @@ class ScscfRole(Role):
             return diameter.answer(req, ResultCode.SUCCESS, [cx.cx_application()])
 
         diameter = cx_client(
-            reactor, section["origin_host"], realm, section["hss"], section["hss_host"], handle
+            reactor,
+            section["origin_host"],
+            realm,
+            section["hss"],
+            section["hss_host"],
+            handle,
+            metrics=hub.metrics,
         )
         timeout = section["cx_timeout"]
         node, scscf = make_node(
