@@ -134,6 +134,7 @@ class AsRole(Role):
             reactor,
             LocalConfig(s["origin_host"], realm, auth_applications=(Application.CREDIT_CONTROL,)),
             peers=[PeerConfig(s["ocs_host"], realm, ocs_host, ocs_port)],
+            metrics=hub.metrics,
         )
         catalogue = Catalogue(store, reactor.seconds)
         purchases = PurchaseDesk(

@@ -103,7 +103,9 @@ class OcsRole(Role):
             origin_realm=realm,
             auth_applications=(Application.CREDIT_CONTROL,),
         )
-        node = DiameterNode(reactor, local, handler=lambda msg, peer: ocs.handle_ccr(msg))
+        node = DiameterNode(
+            reactor, local, handler=lambda msg, peer: ocs.handle_ccr(msg), metrics=hub.metrics
+        )
         hub.add_check(
             "ocs", lambda: {"ok": True, "peers": [p.origin_host for p in node.open_peers()]}
         )

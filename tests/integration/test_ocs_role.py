@@ -106,6 +106,9 @@ class OcsRoleTests(TestCase):
             yield self.charging.debit(self.charge("1", impu="sip:nobody@ims.example.org"))
         status, body = yield self.admin("GET", f"/admin/charging-records?user={ALICE}")
         self.assertEqual([r["result_code"] for r in body["records"]], [2001, 4012, 2001])
+        text = self.hub.metrics.render()
+        self.assertIn('imsp2pd_ocs_ccr_total{action="DIRECT_DEBITING",result="4012"} 1', text)
+        self.assertRegex(text, r'imsp2pd_diameter_answers_total\{[^}]*result="2001"[^}]*\} [1-9]')
 
     @inlineCallbacks
     def test_admin_credit_and_errors(self):
