@@ -217,6 +217,15 @@ class RestartTests(CliLab):
             self.imsp2p("admin", "balance", "show", "sip:alice@ims.example.org").stdout
         )
         self.assertEqual(balance["balance"], "7.50")
+        records = json.loads(
+            self.imsp2p(
+                "admin", "charging", "records", "--user", "sip:alice@ims.example.org"
+            ).stdout
+        )["records"]
+        self.assertEqual(
+            [(r["action"], r["amount"], r["result_code"]) for r in records],
+            [("DIRECT_DEBITING", "2.50", 2001)],
+        )
         # the partial download resumes and completes; the license comes from the restarted DRM server
         self.imsp2p(
             "download", str(grant), "-o", str(download), "--timeout", "120", "--quiet", timeout=180
