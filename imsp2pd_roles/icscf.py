@@ -16,6 +16,16 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+def _scscfs_check(value: list[Any]) -> str | None:
+    from imsp2pd.ims.icscf import scscf_entries
+
+    try:
+        scscf_entries(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def cx_client(
     reactor: Any,
     origin_host: str,
@@ -59,13 +69,21 @@ class IcscfRole(Role):
         ),
         "hss_host": Field(str, "hss.ims.example.org", "the HSS's Diameter identity"),
         "cx_timeout": Field(float, 5.0, "seconds to wait for a Cx answer", check=_positive),
+        "scscfs": Field(
+            list,
+            [{"name": "sip:127.0.0.1:6060", "capabilities": []}],
+            "S-CSCFs to select from by Server-Capabilities: [[icscf.scscfs]] tables"
+            " with name (SIP URI) and capabilities (list of integers)",
+            item=dict,
+            check=_scscfs_check,
+        ),
     }
 
     def build(self, config: Config, store: Store, reactor: Any, hub: Hub) -> Any:
         from twisted.application.service import MultiService, Service
 
         from imsp2pd.diameter import cx
-        from imsp2pd.ims.icscf import Icscf, IcscfConfig
+        from imsp2pd.ims.icscf import Icscf, IcscfConfig, scscf_entries
         from imsp2pd.sip.service import SipService, make_node
 
         section = config["icscf"]
@@ -80,7 +98,11 @@ class IcscfRole(Role):
             metrics=hub.metrics,
         )
         timeout = section["cx_timeout"]
-        iconf = IcscfConfig(realm=realm, origin=cx.Origin(section["origin_host"], realm))
+        iconf = IcscfConfig(
+            realm=realm,
+            origin=cx.Origin(section["origin_host"], realm),
+            scscfs=scscf_entries(section["scscfs"]),
+        )
         node, _ = make_node(
             reactor,
             host,

@@ -2,14 +2,15 @@
 REGISTER) or LIR (for every other request, PSIs included) and forwards the
 request there; it keeps no state beyond its transactions.
 
-:func:`choose_scscf` and :func:`uar_status` / :func:`lir_status` are pure;
+:func:`choose_scscf` (S-CSCF selection by Server-Capabilities against the
+configured S-CSCFs), :func:`uar_status` / :func:`lir_status` are pure;
 :class:`Icscf` is the transaction user on a
 :class:`~imsp2pd.sip.proxy.SipCore` with an injected Cx client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from imsp2pd.diameter import cx
-from imsp2pd.diameter.codes import CxResult, UserAuthorizationType
+from imsp2pd.diameter.avp import AvpType
+from imsp2pd.diameter.codes import CxResult, TgppAvp, UserAuthorizationType
 from imsp2pd.diameter.message import Message as DiameterMessage
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import parse_auth
@@ -28,12 +30,109 @@ from imsp2pd.sip.uri import SipURI, parse_uri
 log = Logger()
 
 
-def choose_scscf(name: str | None, capabilities: Sequence[str]) -> str | None:
-    """The S-CSCF to use: the one the HSS named, else the first of the
-    capabilities list (all our S-CSCFs offer the same capabilities)."""
+@dataclass(frozen=True)
+class ServerCapabilities:
+    """What a UAA or LIA asks of the S-CSCF the I-CSCF selects (the
+    Server-Capabilities AVP, TS 29.228 §6.7, §6.1.1.1): capabilities it must
+    have, capabilities it should have, and S-CSCF names to fall back on."""
+
+    mandatory: frozenset[int] = frozenset()
+    optional: frozenset[int] = frozenset()
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScscfEntry:
+    """An S-CSCF the I-CSCF knows, with the capabilities it offers (the
+    operator's numbering, TS 29.228 §6.7)."""
+
+    name: str
+    capabilities: frozenset[int] = frozenset()
+
+
+#: The lab's single S-CSCF (etc/imsp2pd.toml, DESIGN.md §1).
+LAB_SCSCFS = (ScscfEntry("sip:127.0.0.1:6060"),)
+
+
+def server_capabilities(msg: DiameterMessage) -> ServerCapabilities | None:
+    """The Server-Capabilities of a Cx answer, None when it has none."""
+    caps = msg.find(TgppAvp.SERVER_CAPABILITIES)
+    if caps is None or caps.type is not AvpType.GROUPED:
+        return None
+
+    def ints(code: int) -> frozenset[int]:
+        return frozenset(a.value for a in caps.find_all(code) if isinstance(a.value, int))
+
+    return ServerCapabilities(
+        ints(TgppAvp.MANDATORY_CAPABILITY),
+        ints(TgppAvp.OPTIONAL_CAPABILITY),
+        tuple(a.value for a in caps.find_all(TgppAvp.SERVER_NAME) if isinstance(a.value, str)),
+    )
+
+
+def choose_scscf(
+    name: str | None,
+    capabilities: ServerCapabilities | None,
+    configured: Sequence[ScscfEntry] = LAB_SCSCFS,
+) -> str | None:
+    """The S-CSCF to use (TS 29.228 §6.7, TS 24.229 §5.3.1.2).
+
+    The one the HSS named (Server-Name) if any.  Otherwise, when the
+    Server-Capabilities list capabilities (or are empty), the configured
+    S-CSCF that has every mandatory capability and the most optional ones;
+    a tie goes to one the HSS also named, then to configuration order.  When
+    none qualifies, or the HSS gave only names, the first name it gave.
+    None when nothing can be selected."""
     if name:
         return name
-    return capabilities[0] if capabilities else None
+    if capabilities is None:
+        return None
+    caps = capabilities
+    if caps.mandatory or caps.optional or not caps.names:
+        named = {_name_key(n) for n in caps.names}
+        best: ScscfEntry | None = None
+        best_score = (-1, False)
+        for entry in configured:
+            if not caps.mandatory <= entry.capabilities:
+                continue
+            score = (len(caps.optional & entry.capabilities), _name_key(entry.name) in named)
+            if score > best_score:
+                best, best_score = entry, score
+        if best is not None:
+            return best.name
+    return caps.names[0] if caps.names else None
+
+
+def _name_key(name: str) -> str:
+    try:
+        return str(parse_uri(name)).lower()
+    except SipParseError:
+        return name.lower()
+
+
+def scscf_entries(items: Sequence[Mapping[str, Any]]) -> tuple[ScscfEntry, ...]:
+    """The ``[[icscf.scscfs]]`` tables (``name``, a SIP URI, and
+    ``capabilities``, a list of non-negative integers); ValueError names
+    what is wrong."""
+    out: list[ScscfEntry] = []
+    for i, item in enumerate(items):
+        unknown = set(item) - {"name", "capabilities"}
+        if unknown:
+            raise ValueError(f"[{i}] has unknown keys: {', '.join(sorted(unknown))}")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise ValueError(f"[{i}] needs a name (the S-CSCF's SIP URI)")
+        try:
+            target_of(name)
+        except SipParseError as exc:
+            raise ValueError(f"[{i}] name {name!r}: {exc.reason}") from None
+        caps = item.get("capabilities", [])
+        if not isinstance(caps, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in caps
+        ):
+            raise ValueError(f"[{i}] capabilities must be a list of unsigned 32-bit integers")
+        out.append(ScscfEntry(name, frozenset(caps)))
+    return tuple(out)
 
 
 def uar_status(outcome: cx.Outcome) -> tuple[int, str] | None:
@@ -78,6 +177,8 @@ class IcscfConfig:
     realm: str = "ims.example.org"
     origin: cx.Origin = cx.Origin("icscf.ims.example.org", "ims.example.org")
     transport: str = "UDP"
+    #: the S-CSCFs to select from by capabilities (``[[icscf.scscfs]]``)
+    scscfs: tuple[ScscfEntry, ...] = LAB_SCSCFS
 
 
 class Icscf:
@@ -149,9 +250,11 @@ class Icscf:
         now = self.clock()
         outcome = cx.outcome(ans)
         error = uar_status(outcome) if req.method == "REGISTER" else lir_status(outcome)
-        name = choose_scscf(cx.server_name(ans), cx.server_capabilities(ans))
+        name = choose_scscf(cx.server_name(ans), server_capabilities(ans), self.config.scscfs)
         if error is not None or name is None:
-            status, reason = error or (480, "No S-CSCF Available")
+            # TS 24.229 §5.3.1.3: no S-CSCF fulfils the capabilities: 600
+            none = (600, "Busy Everywhere") if req.method == "REGISTER" else None
+            status, reason = error or none or (480, "No S-CSCF Available")
             self._submit(self.core.reply(ctx, status, now, reason))
             return
         try:
@@ -173,4 +276,16 @@ def _aor(req: Request) -> str:
     return str(uri)
 
 
-__all__ = ["Icscf", "IcscfConfig", "choose_scscf", "lir_status", "target_of", "uar_status"]
+__all__ = [
+    "LAB_SCSCFS",
+    "Icscf",
+    "IcscfConfig",
+    "ScscfEntry",
+    "ServerCapabilities",
+    "choose_scscf",
+    "lir_status",
+    "scscf_entries",
+    "server_capabilities",
+    "target_of",
+    "uar_status",
+]

@@ -4,8 +4,20 @@ result mapping, S-CSCF registrar state and REGISTER answers."""
 from __future__ import annotations
 
 from imsp2pd.diameter import cx
-from imsp2pd.diameter.codes import CxResult
-from imsp2pd.ims.icscf import choose_scscf, lir_status, target_of, uar_status
+from imsp2pd.diameter.codes import CxResult, TgppAvp
+from imsp2pd.diameter.dictionary import default_dictionary
+from imsp2pd.diameter.message import Message as DiameterMessage
+from imsp2pd.ims.icscf import (
+    LAB_SCSCFS,
+    ScscfEntry,
+    ServerCapabilities,
+    choose_scscf,
+    lir_status,
+    scscf_entries,
+    server_capabilities,
+    target_of,
+    uar_status,
+)
 from imsp2pd.ims.pcscf import (
     UNTRUSTED_FROM_UE,
     Pcscf,
@@ -111,11 +123,9 @@ def test_icscf_result_mapping() -> None:
     assert lir_status(cx.Outcome(2001, False)) is None
     assert lir_status(cx.Outcome(CxResult.ERROR_USER_UNKNOWN, True))[0] == 404  # type: ignore[index]
     assert lir_status(cx.Outcome(CxResult.ERROR_IDENTITY_NOT_REGISTERED, True))[0] == 480  # type: ignore[index]
-    assert (
-        choose_scscf(None, ["sip:a", "sip:b"]) == "sip:a"
-        and choose_scscf("sip:x", ["sip:a"]) == "sip:x"
-    )
-    assert choose_scscf(None, []) is None
+    names = ServerCapabilities(names=("sip:a", "sip:b"))
+    assert choose_scscf(None, names) == "sip:a" and choose_scscf("sip:x", names) == "sip:x"
+    assert choose_scscf(None, None) is None
     assert target_of("sip:127.0.0.1:6060;transport=tcp") == Target("TCP", "127.0.0.1", 6060)
 
 
@@ -266,3 +276,78 @@ def test_pcscf_sends_a_large_request_to_a_udp_ue_over_tcp() -> None:
     (event,) = core.receive(_from_core("MESSAGE", branch="z9hG4bKsmall"), scscf, 0.1)
     (down,) = pcscf.on_event(event, 0.1)
     assert down.target == Target("UDP", "127.0.0.5", 5060)
+
+
+SCSCFS = (
+    ScscfEntry("sip:s1.ims.example.org:6060", frozenset({1})),
+    ScscfEntry("sip:s2.ims.example.org:6060", frozenset({1, 2, 10})),
+    ScscfEntry("sip:s3.ims.example.org:6060", frozenset({1, 2, 10, 11})),
+    ScscfEntry("sip:s4.ims.example.org:6060", frozenset({2, 10, 11, 12})),
+)
+
+
+def test_scscf_selection_by_capabilities() -> None:
+    """TS 29.228 §6.7: every mandatory capability, then the most optional
+    ones; ties to a name the HSS gave, then to configuration order; the
+    HSS's names when no configured S-CSCF qualifies."""
+
+    def pick(mandatory: set[int], optional: set[int], names: tuple[str, ...] = ()) -> str | None:
+        caps = ServerCapabilities(frozenset(mandatory), frozenset(optional), names)
+        return choose_scscf(None, caps, SCSCFS)
+
+    assert pick({1}, set()) == "sip:s1.ims.example.org:6060"  # first that qualifies
+    assert pick({1}, {10}) == "sip:s2.ims.example.org:6060"
+    assert pick({1}, {10, 11}) == "sip:s3.ims.example.org:6060"
+    assert pick(set(), {11, 12}) == "sip:s4.ims.example.org:6060"  # s4 lacks 1: not mandatory
+    assert pick({1, 12}, {2}) is None  # nobody has both mandatory ones
+    assert pick({1, 12}, {2}, ("sip:fallback:6060",)) == "sip:fallback:6060"
+    # a tie on optional capabilities goes to one the HSS named
+    assert pick({1}, {2}, ("sip:S3.ims.example.org:6060",)) == "sip:s3.ims.example.org:6060"
+    # only names, no capabilities: the HSS's choice stands
+    assert pick(set(), set(), ("sip:named:6060",)) == "sip:named:6060"
+    # empty Server-Capabilities: any configured S-CSCF
+    assert pick(set(), set()) == "sip:s1.ims.example.org:6060"
+    # a Server-Name wins over everything
+    caps = ServerCapabilities(frozenset({1}), frozenset(), ())
+    assert choose_scscf("sip:assigned:6060", caps, SCSCFS) == "sip:assigned:6060"
+    # the lab default: its single S-CSCF, which offers no capability
+    assert choose_scscf(None, ServerCapabilities(optional=frozenset({5}))) == (LAB_SCSCFS[0].name)
+    assert choose_scscf(None, ServerCapabilities(mandatory=frozenset({5}))) is None
+
+
+def test_server_capabilities_read_from_a_cx_answer() -> None:
+    d = default_dictionary()
+    group = d.group(
+        TgppAvp.SERVER_CAPABILITIES,
+        d.make(TgppAvp.MANDATORY_CAPABILITY, 1),
+        d.make(TgppAvp.OPTIONAL_CAPABILITY, 10),
+        d.make(TgppAvp.OPTIONAL_CAPABILITY, 11),
+        d.make(TgppAvp.SERVER_NAME, "sip:s9:6060"),
+    )
+    uaa = DiameterMessage(300, 16777216, 0, avps=(group,))
+    assert server_capabilities(uaa) == ServerCapabilities(
+        frozenset({1}), frozenset({10, 11}), ("sip:s9:6060",)
+    )
+    assert server_capabilities(DiameterMessage(300, 16777216, 0)) is None
+
+
+def test_scscf_config_tables() -> None:
+    entries = scscf_entries(
+        [{"name": "sip:127.0.0.1:6060", "capabilities": [1, 2]}, {"name": "sip:h"}]
+    )
+    assert entries == (
+        ScscfEntry("sip:127.0.0.1:6060", frozenset({1, 2})),
+        ScscfEntry("sip:h", frozenset()),
+    )
+    for bad in (
+        [{"capabilities": [1]}],
+        [{"name": "tel:+123"}],
+        [{"name": "sip:h", "capabilities": [-1]}],
+        [{"name": "sip:h", "capabilities": "1"}],
+        [{"name": "sip:h", "typo": 1}],
+    ):
+        try:
+            scscf_entries(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
