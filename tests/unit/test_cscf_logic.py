@@ -3,12 +3,16 @@ result mapping, S-CSCF registrar state and REGISTER answers."""
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
+
 from imsp2pd.diameter import cx
-from imsp2pd.diameter.codes import CxResult, TgppAvp
+from imsp2pd.diameter.codes import AvpCode, CxResult, TgppAvp
 from imsp2pd.diameter.dictionary import default_dictionary
 from imsp2pd.diameter.message import Message as DiameterMessage
 from imsp2pd.ims.icscf import (
     LAB_SCSCFS,
+    Icscf,
+    IcscfConfig,
     ScscfEntry,
     ServerCapabilities,
     choose_scscf,
@@ -40,7 +44,7 @@ from imsp2pd.ims.scscf import (
 )
 from imsp2pd.sip.message import Request, make_response
 from imsp2pd.sip.parser import parse_message
-from imsp2pd.sip.proxy import LocalAddress, SipCore, Source, Target, Transmit
+from imsp2pd.sip.proxy import LocalAddress, Output, SipCore, Source, Target, Transmit
 from imsp2pd.sip.uri import parse_uri
 
 
@@ -351,3 +355,45 @@ def test_scscf_config_tables() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def _uaa(*caps: tuple[int, int | str]) -> DiameterMessage:
+    d = default_dictionary()
+    result = d.group(
+        AvpCode.EXPERIMENTAL_RESULT,
+        d.make(AvpCode.VENDOR_ID, 10415),
+        d.make(AvpCode.EXPERIMENTAL_RESULT_CODE, int(CxResult.FIRST_REGISTRATION)),
+    )
+    group = d.group(TgppAvp.SERVER_CAPABILITIES, *(d.make(c, v) for c, v in caps))
+    return DiameterMessage(300, 16777216, 0, avps=(result, group))
+
+
+def test_icscf_forwards_a_register_to_the_s_cscf_its_capabilities_select() -> None:
+    sent: list[DiameterMessage] = []
+
+    def run(answer: DiameterMessage) -> list[Output]:
+        core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 5060)])
+        out: list[Output] = []
+
+        class Node:
+            def submit(self, outputs: list[Output]) -> None:
+                out.extend(outputs)
+
+        def cx_request(m: DiameterMessage) -> Deferred[DiameterMessage]:
+            sent.append(m)
+            return succeed(answer)
+
+        icscf = Icscf(core, IcscfConfig(scscfs=SCSCFS[1:]), cx_request, clock=lambda: 0.0)
+        icscf.node = Node()
+        reg = req(
+            "Contact: <sip:alice@127.0.0.5>\r\nExpires: 600\r\nMax-Forwards: 69\r\n", "REGISTER"
+        )
+        (event,) = core.receive(reg, Source("UDP", "127.0.0.1", 4060), 0.0)
+        assert icscf.on_event(event, 0.0) == []
+        return out
+
+    (fwd,) = run(_uaa((TgppAvp.MANDATORY_CAPABILITY, 11), (TgppAvp.OPTIONAL_CAPABILITY, 12)))
+    assert isinstance(fwd, Transmit) and fwd.target.host == "s4.ims.example.org"
+    (refused,) = run(_uaa((TgppAvp.MANDATORY_CAPABILITY, 99)))
+    assert isinstance(refused, Transmit) and refused.message.status == 600
+    assert len(sent) == 2
