@@ -6,10 +6,8 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,6 +32,7 @@ from imsp2pd.diameter.node import DiameterNode, PeerConfig
 from imsp2pd.diameter.peer import LocalConfig, PeerInfo
 from imsp2pd.ims import milenage
 from imsp2pd.ims.profile import from_xml
+from tests.integration.labkit import Daemon, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -43,19 +42,13 @@ SCSCF_URI = "sip:127.0.0.1:6060"
 ALICE, ALICE_IMPU = "alice@ims.example.org", "sip:alice@ims.example.org"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class HssDaemonTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
         self.dir = Path(self.mktemp()).resolve()
         (self.dir / "etc").mkdir(parents=True)
-        self.admin_port, self.cx_port = free_port(), free_port()
+        self.admin_port, self.cx_port = free_ports(2)
         (self.dir / "etc" / "subscribers.toml").write_text(
             (ROOT / "etc" / "subscribers.toml").read_text()
         )
@@ -68,40 +61,15 @@ class HssDaemonTests(TestCase):
             f'[hss]\nlisten = "127.0.0.1:{self.cx_port}"\nscscf_names = ["{SCSCF_URI}"]\n'
         )
         self.env = dict(os.environ, IMSP2P_CONFIG=str(self.config))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.addCleanup(self.stop_all)
         self.requests: list[Message] = []
-
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(10)
-            for f in (p.stdout, p.stderr):
-                if f:
-                    f.close()
+        self.starts = 0
 
     def start_daemon(self) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss"],
-            cwd=self.dir,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.procs.append(p)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if p.poll() is not None:
-                assert p.stderr is not None and p.stdout is not None
-                self.fail(f"daemon exited: {p.stderr.read().decode()} {p.stdout.read().decode()}")
-            try:
-                if self.http("GET", "/health")[0] == 200:
-                    return p
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.fail("daemon did not come up")
+        self.starts += 1
+        daemon = Daemon(self.config, "hss", self.admin_port, name=f"daemon{self.starts}")
+        self.addCleanup(daemon.stop)
+        daemon.wait_healthy()
+        return daemon.proc
 
     def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         req = urllib.request.Request(
