@@ -6,13 +6,21 @@ serves admin routes on the control port:
 
 * ``GET /admin/subscribers`` and ``GET /admin/subscribers/{impi}``
 * ``PUT /admin/subscribers/{impi}`` ``{"impus", "password" | "ha1", "aka",
-  "barred", "profile" | "ifcs"}``: create or change; a registered user's
-  S-CSCF gets the new profile in a PPR
+  "barred", "profile" | "ifcs", "mandatory_capabilities",
+  "optional_capabilities"}``: create or change; a registered user's S-CSCF
+  gets the new profile in a PPR
 * ``DELETE /admin/subscribers/{impi}``
 * ``POST /admin/subscribers/{impi}/deregister``: administrative
   deregistration, with an RTR to the S-CSCF that serves the user
 * ``GET /admin/psis``, ``PUT /admin/psis/{psi}`` ``{"application_server"}``,
   ``DELETE /admin/psis/{psi}``
+
+A user without an S-CSCF gets Server-Capabilities in the UAA/LIA
+(imsp2pd.ims.hss): its provisioned ``mandatory_capabilities`` and
+``optional_capabilities``, else ``[hss] mandatory_capabilities`` and
+``optional_capabilities`` (empty: any S-CSCF), with the ``[hss]
+scscf_names`` (empty: none) as Server-Name hints. The I-CSCF matches the
+numbers against its ``[[icscf.scscfs]] capabilities``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,12 @@ DEFAULT_PROVISIONING = "subscribers.toml"
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be positive"
+
+
+def _capabilities_check(value: list[Any]) -> str | None:
+    from imsp2pd.ims.hss import capabilities_error
+
+    return capabilities_error(value)
 
 
 class HssService(Service):
@@ -90,9 +104,24 @@ class HssRole(Role):
         "origin_host": Field(str, "hss.ims.example.org", "Diameter identity"),
         "scscf_names": Field(
             list,
-            ["sip:127.0.0.1:6060"],
-            "S-CSCFs offered to the I-CSCF for a first registration",
+            [],
+            "S-CSCF names (SIP URIs) sent inside Server-Capabilities, for an I-CSCF"
+            " to prefer or fall back on; empty: capabilities only",
             item=str,
+        ),
+        "mandatory_capabilities": Field(
+            list,
+            [],
+            "capabilities a subscriber's S-CSCF must have, unless its provisioning says",
+            item=int,
+            check=_capabilities_check,
+        ),
+        "optional_capabilities": Field(
+            list,
+            [],
+            "capabilities a subscriber's S-CSCF should have, unless its provisioning says",
+            item=int,
+            check=_capabilities_check,
         ),
         "provisioning": Field(
             str, DEFAULT_PROVISIONING, "provisioning file applied at start ('' for none)"
@@ -155,6 +184,8 @@ class HssRole(Role):
                 origin_host=section["origin_host"],
                 realm=realm,
                 scscf_names=tuple(section["scscf_names"]),
+                mandatory_capabilities=tuple(section["mandatory_capabilities"]),
+                optional_capabilities=tuple(section["optional_capabilities"]),
                 max_auth_items=section["max_auth_items"],
             ),
             store,

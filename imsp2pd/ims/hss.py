@@ -4,7 +4,9 @@ Store collections (migration ``hss-0001-subscribers``):
 
 * ``hss_subscribers`` keyed by IMPI: ``{"impi", "ha1" (hex MD5 of
   IMPI:realm:password, never the password), "aka": {"k", "opc", "amf" (hex),
-  "sqn" (int)} | None, "ifcs": [iFC documents, see imsp2pd.ims.profile]}``
+  "sqn" (int)} | None, "ifcs": [iFC documents, see imsp2pd.ims.profile],
+  "mandatory_capabilities", "optional_capabilities": [int] | None (None or
+  absent: the ``[hss]`` defaults)}``
 * ``hss_identities`` keyed by IMPU or PSI: ``{"impu", "impi", "kind"
   ("user" | "psi"), "barred", "irs" (implicit registration set id), "state"
   ("not_registered" | "registered" | "unregistered"), "scscf" (SIP URI),
@@ -17,6 +19,28 @@ leaves; :meth:`Hss.handle` is the :class:`~imsp2pd.diameter.node.DiameterNode`
 handler that runs it off the reactor thread. Results follow TS 29.228/29.229:
 plain success as Result-Code 2001, the Cx-specific outcomes in
 Experimental-Result with Vendor-Id 10415.
+
+S-CSCF assignment (TS 29.228 §6.1.1.1, §6.1.4.1, §6.7): a UAR for a user
+with an S-CSCF (registered, unregistered, or a name kept by the MAR or a
+deregistration that stores it) gets Server-Name with
+DIAMETER_SUBSEQUENT_REGISTRATION (2002); a user with none gets
+Server-Capabilities with DIAMETER_FIRST_REGISTRATION (2001), and so does
+every REGISTRATION_AND_CAPABILITIES UAR, with Result-Code DIAMETER_SUCCESS
+(the I-CSCF is choosing anew). An LIR for a user that is not registered
+but has services for the unregistered state gets the kept Server-Name or
+else Server-Capabilities, with DIAMETER_UNREGISTERED_SERVICE (2003).
+
+Server-Capabilities holds the subscriber's capabilities: its
+``mandatory_capabilities`` and ``optional_capabilities`` (provisioning),
+else ``[hss] mandatory_capabilities`` / ``optional_capabilities`` (both
+empty by default: any S-CSCF will do). The numbers are the operator's own,
+the same as in the I-CSCF's ``[[icscf.scscfs]] capabilities``, which
+chooses among its S-CSCFs with them. ``[hss] scscf_names`` (empty by
+default) adds Server-Name values: the I-CSCF prefers a named S-CSCF among
+equally capable ones, falls back to the first name when none of its own
+qualifies, and, when the capabilities are empty, takes the first name as
+it is. Leave it empty when the I-CSCF knows its S-CSCFs; set it when the
+I-CSCF does not (a bare I-CSCF then routes to the named S-CSCF).
 """
 
 from __future__ import annotations
@@ -128,8 +152,11 @@ def content_ifcs(psi: str, application_server: str) -> list[InitialFilterCriteri
 class HssConfig:
     origin_host: str = "hss.ims.example.org"
     realm: str = "ims.example.org"
-    #: S-CSCFs the I-CSCF may choose from (Server-Capabilities of a first registration).
-    scscf_names: tuple[str, ...] = ("sip:scscf.ims.example.org:6060",)
+    #: Server-Name values added to Server-Capabilities (none unless configured).
+    scscf_names: tuple[str, ...] = ()
+    #: the capabilities of a subscriber whose provisioning names none
+    mandatory_capabilities: tuple[int, ...] = ()
+    optional_capabilities: tuple[int, ...] = ()
     max_auth_items: int = 5
     default_amf: str = "8000"
 
@@ -277,7 +304,7 @@ class Hss:
         pair = self._user_pair(txn, req)
         if isinstance(pair, Message):
             return pair
-        _, ident = pair
+        sub, ident = pair
         if ident.get("barred"):
             return self._answer(
                 req, ResultCode.AUTHORIZATION_REJECTED, error_message="identity is barred"
@@ -289,14 +316,31 @@ class Hss:
             if state == NOT_REGISTERED and not scscf:
                 return self._exp(req, CxResult.ERROR_IDENTITY_NOT_REGISTERED)
             return self._answer(req, ResultCode.SUCCESS, name)
+        if auth_type == UserAuthorizationType.REGISTRATION_AND_CAPABILITIES:
+            # TS 29.228 6.1.1.1: the I-CSCF selects a new S-CSCF.
+            return self._answer(req, ResultCode.SUCCESS, [self._capabilities(sub)])
         if scscf:
             return self._exp(req, CxResult.SUBSEQUENT_REGISTRATION, name)
-        return self._exp(req, CxResult.FIRST_REGISTRATION, [self._capabilities()])
+        return self._exp(req, CxResult.FIRST_REGISTRATION, [self._capabilities(sub)])
 
-    def _capabilities(self) -> Avp:
-        return self.d.group(
+    def capabilities(self, sub: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(mandatory, optional) capabilities of a subscriber, the defaults if it has none."""
+        mandatory = sub.get("mandatory_capabilities")
+        optional = sub.get("optional_capabilities")
+        return (
+            self.config.mandatory_capabilities if mandatory is None else tuple(mandatory),
+            self.config.optional_capabilities if optional is None else tuple(optional),
+        )
+
+    def _capabilities(self, sub: Mapping[str, Any]) -> Avp:
+        """Server-Capabilities (TS 29.229 6.3.4): mandatory, optional, then Server-Names."""
+        d = self.d
+        mandatory, optional = self.capabilities(sub)
+        return d.group(
             TgppAvp.SERVER_CAPABILITIES,
-            *(self.d.make(TgppAvp.SERVER_NAME, n) for n in self.config.scscf_names),
+            *(d.make(TgppAvp.MANDATORY_CAPABILITY, c) for c in mandatory),
+            *(d.make(TgppAvp.OPTIONAL_CAPABILITY, c) for c in optional),
+            *(d.make(TgppAvp.SERVER_NAME, n) for n in self.config.scscf_names),
         )
 
     # MAR --------------------------------------------------------------------------
@@ -465,7 +509,7 @@ class Hss:
             return self._answer(req, ResultCode.SUCCESS, [d.make(TgppAvp.SERVER_NAME, scscf)])
         sub = txn.get(SUBSCRIBERS, ident.get("impi") or "")
         if sub is not None and _has_unregistered_services(sub):
-            avps = [d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else [self._capabilities()]
+            avps = [d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else [self._capabilities(sub)]
             return self._exp(req, CxResult.UNREGISTERED_SERVICE, avps)
         return self._exp(req, CxResult.ERROR_IDENTITY_NOT_REGISTERED)
 
@@ -483,12 +527,15 @@ class Hss:
         ifcs: Sequence[Mapping[str, Any]] = (),
         barred: Sequence[str] = (),
         replace_credentials: bool = True,
+        mandatory_capabilities: Sequence[int] | None = None,
+        optional_capabilities: Sequence[int] | None = None,
     ) -> dict[str, Any]:
         """Create or change a subscriber and its IMPUs (one implicit registration set).
 
         Registration state and S-CSCF of IMPUs that already exist are kept,
         and so is the SQN of existing AKA credentials, so loading the same
-        provisioning file at every start changes nothing.
+        provisioning file at every start changes nothing. Capabilities left
+        out (None) are the ``[hss]`` defaults at the time of each answer.
         """
         if not impi or "@" not in impi:
             raise ProvisioningError(f"IMPI {impi!r} must look like user@realm")
@@ -502,6 +549,14 @@ class Hss:
                 ifc_from_dict(dict(f))
         except ProfileError as exc:
             raise ProvisioningError(f"subscriber {impi}: {exc}") from None
+        caps = {
+            "mandatory_capabilities": mandatory_capabilities,
+            "optional_capabilities": optional_capabilities,
+        }
+        for key, value in caps.items():
+            why = capabilities_error(value) if value is not None else None
+            if why:
+                raise ProvisioningError(f"subscriber {impi}: {key} {why}")
         old = txn.get(SUBSCRIBERS, impi) or {}
         doc: dict[str, Any] = {"impi": impi, "ha1": old.get("ha1"), "aka": old.get("aka")}
         if replace_credentials or not old:
@@ -514,6 +569,9 @@ class Hss:
             if aka is not None:
                 doc["aka"] = self._aka_doc(impi, aka, old.get("aka"))
         doc["ifcs"] = [dict(f) for f in ifcs]
+        for key, value in caps.items():
+            if value is not None:
+                doc[key] = [int(c) for c in value]
         txn.put(SUBSCRIBERS, impi, doc)
         current = {k for k, _ in txn.find(IDENTITIES, impi=impi)}
         for impu in impus:
@@ -580,6 +638,9 @@ class Hss:
             "digest": bool(sub.get("ha1")),
             "aka": bool(sub.get("aka")),
             "ifcs": sub.get("ifcs", []),
+            # None: the [hss] defaults
+            "mandatory_capabilities": sub.get("mandatory_capabilities"),
+            "optional_capabilities": sub.get("optional_capabilities"),
             "impus": [
                 {
                     "impu": i["impu"],
@@ -610,8 +671,11 @@ def load_provisioning(
     ``[[psi]]`` entries: ``identity``, ``application_server``.
     ``[[subscriber]]`` entries: ``impi``, ``impus``, one of ``password`` (made
     into HA1 here) or ``ha1``, optional ``aka = {k, op | opc, amf, sqn}``,
-    ``barred`` (IMPUs), and ``profile = "content"`` (the lab iFCs towards the
-    first PSI's AS, the default) or ``"none"``, or explicit ``ifcs``.
+    ``barred`` (IMPUs), ``profile = "content"`` (the lab iFCs towards the
+    first PSI's AS, the default) or ``"none"``, or explicit ``ifcs``, and
+    ``mandatory_capabilities`` / ``optional_capabilities`` (lists of
+    unsigned 32-bit integers for Server-Capabilities; left out: the ``[hss]``
+    defaults).
     Credentials in the file win (a changed password applies at the next
     start); registration state and AKA sequence numbers are kept.
     """
@@ -635,6 +699,7 @@ def load_provisioning(
     )
     # "balance" is the OCS's (its prepaid account, imsp2pd.ims.ocs.balances_from_provisioning).
     allowed = {"impi", "impus", "password", "ha1", "aka", "barred", "profile", "ifcs", "balance"}
+    allowed |= {"mandatory_capabilities", "optional_capabilities"}
     for entry in subs:
         if not isinstance(entry, Mapping) or "impi" not in entry:
             raise ProvisioningError(f"{source}: a [[subscriber]] needs impi")
@@ -663,8 +728,19 @@ def load_provisioning(
             aka=entry.get("aka"),
             ifcs=ifcs,
             barred=[str(b) for b in entry.get("barred", [])],
+            mandatory_capabilities=entry.get("mandatory_capabilities"),
+            optional_capabilities=entry.get("optional_capabilities"),
         )
     return {"subscribers": len(subs), "psis": len(psis)}
+
+
+def capabilities_error(value: Any) -> str | None:
+    """Why ``value`` is not a list of capabilities (unsigned 32-bit integers), or None."""
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in value
+    ):
+        return "must be a list of unsigned 32-bit integers"
+    return None
 
 
 class _CacheMiss(Exception):
@@ -854,6 +930,7 @@ __all__ = [
     "Hss",
     "HssConfig",
     "ProvisioningError",
+    "capabilities_error",
     "content_ifcs",
     "digest_ha1",
     "ifc_documents",

@@ -29,6 +29,7 @@ from imsp2pd.ims.hss import (
     digest_ha1,
     ifc_documents,
 )
+from imsp2pd.ims.icscf import ServerCapabilities, server_capabilities
 from imsp2pd.ims.profile import from_xml
 from imsp2pd.store import SQLiteStore
 
@@ -115,7 +116,8 @@ def test_answers_carry_cx_boilerplate(h: Harness) -> None:
 def test_uar_first_then_subsequent_registration(h: Harness) -> None:
     ans = h.uar()
     assert cx.outcome(ans) == cx.Outcome(CxResult.FIRST_REGISTRATION, True)
-    assert cx.server_capabilities(ans) == [SCSCF_URI]
+    # No capabilities and no names configured: an empty Server-Capabilities (any S-CSCF).
+    assert server_capabilities(ans) == ServerCapabilities()
     assert ans.find(AvpCode.RESULT_CODE) is None
     h.sar(ServerAssignmentType.REGISTRATION)
     ans = h.uar()
@@ -296,7 +298,8 @@ def test_lir_unregistered_services(h: Harness) -> None:
     )
     ans = h.lir(ALICE_IMPU)
     assert cx.outcome(ans) == cx.Outcome(CxResult.UNREGISTERED_SERVICE, True)
-    assert cx.server_capabilities(ans) == [SCSCF_URI]
+    assert server_capabilities(ans) == ServerCapabilities()
+    assert cx.server_name(ans) is None
 
 
 def test_unsupported_command(h: Harness) -> None:
@@ -484,3 +487,108 @@ def test_handle_serves_reads_from_the_cache_and_sees_every_write(h: Harness) -> 
     hss.transact(lambda t: hss.delete_subscriber(t, ALICE))
     uar = cx.uar(ICSCF, ids.next(), REALM, ALICE, ALICE_IMPU, REALM)
     assert cx.outcome(handled(hss, uar)).code == CxResult.ERROR_USER_UNKNOWN
+
+
+# Server-Capabilities (TS 29.228 6.1.1.1, 6.1.4.1, 6.7) -------------------------------
+
+
+def _with_caps(h: Harness, config: HssConfig, **caps: Any) -> None:
+    h.hss = Hss(config, h.store)
+    h.store.transact_now(
+        lambda t: h.hss.put_subscriber(t, ALICE, [ALICE_IMPU], password="p", **caps)
+    )
+
+
+def test_uar_capabilities_of_the_subscriber_else_the_defaults(h: Harness) -> None:
+    config = HssConfig(mandatory_capabilities=(1,), optional_capabilities=(7,))
+    _with_caps(h, config)
+    assert server_capabilities(h.uar()) == ServerCapabilities(frozenset({1}), frozenset({7}))
+    _with_caps(h, config, mandatory_capabilities=[2, 3], optional_capabilities=[10, 11])
+    ans = h.uar()
+    assert cx.outcome(ans) == cx.Outcome(CxResult.FIRST_REGISTRATION, True)
+    assert server_capabilities(ans) == ServerCapabilities(frozenset({2, 3}), frozenset({10, 11}))
+    # An empty list is the subscriber's own choice (any S-CSCF), not "use the defaults".
+    _with_caps(h, config, mandatory_capabilities=[])
+    assert server_capabilities(h.uar()) == ServerCapabilities(frozenset(), frozenset({7}))
+    # The AVP order of TS 29.229 6.3.4: Mandatory-, then Optional-Capability, then Server-Name.
+    _with_caps(h, HssConfig(scscf_names=(SCSCF_URI,)), mandatory_capabilities=[5])
+    ans = h.uar()
+    group = ans.find(TgppAvp.SERVER_CAPABILITIES)
+    assert group is not None
+    assert [a.code for a in group.find_all(TgppAvp.MANDATORY_CAPABILITY)] == [604]
+    assert server_capabilities(ans) == ServerCapabilities(frozenset({5}), names=(SCSCF_URI,))
+    assert cx.server_capabilities(ans) == [SCSCF_URI]
+    assert cx.server_name(ans) is None
+
+
+def test_uar_names_only_when_configured(h: Harness) -> None:
+    _with_caps(h, HssConfig())
+    assert server_capabilities(h.uar()) == ServerCapabilities()
+    names = (SCSCF_URI, "sip:scscf2.ims.example.org:6060")
+    _with_caps(h, HssConfig(scscf_names=names))
+    assert server_capabilities(h.uar()).names == names  # type: ignore[union-attr]
+
+
+def test_uar_subsequent_registration_names_the_scscf_not_capabilities(h: Harness) -> None:
+    _with_caps(h, HssConfig(), mandatory_capabilities=[1])
+    h.mar()  # the S-CSCF that authenticates is kept (TS 29.228 6.3)
+    ans = h.uar()
+    assert cx.outcome(ans) == cx.Outcome(CxResult.SUBSEQUENT_REGISTRATION, True)
+    assert cx.server_name(ans) == SCSCF_URI
+    assert ans.find(TgppAvp.SERVER_CAPABILITIES) is None
+
+
+def test_uar_registration_and_capabilities_is_success_with_capabilities(h: Harness) -> None:
+    _with_caps(h, HssConfig(), mandatory_capabilities=[1], optional_capabilities=[2])
+    h.sar(ServerAssignmentType.REGISTRATION)
+    ans = h.uar(auth_type=UserAuthorizationType.REGISTRATION_AND_CAPABILITIES)
+    assert cx.outcome(ans) == cx.Outcome(ResultCode.SUCCESS, False)
+    assert server_capabilities(ans) == ServerCapabilities(frozenset({1}), frozenset({2}))
+    assert cx.server_name(ans) is None
+
+
+def test_lir_unregistered_service_capabilities_then_the_kept_name(h: Harness) -> None:
+    ifcs = [
+        {
+            "priority": 0,
+            "application_server": {"server_name": AS_URI},
+            "trigger": {"cnf": True, "spts": [{"group": [0], "session_case": 2}]},
+        }
+    ]
+    _with_caps(h, HssConfig(optional_capabilities=(9,)), ifcs=ifcs, mandatory_capabilities=[4])
+    ans = h.lir(ALICE_IMPU)
+    assert cx.outcome(ans) == cx.Outcome(CxResult.UNREGISTERED_SERVICE, True)
+    assert server_capabilities(ans) == ServerCapabilities(frozenset({4}), frozenset({9}))
+    h.sar(ServerAssignmentType.REGISTRATION)
+    h.sar(ServerAssignmentType.USER_DEREGISTRATION_STORE_SERVER_NAME)
+    ans = h.lir(ALICE_IMPU)
+    assert cx.outcome(ans) == cx.Outcome(CxResult.UNREGISTERED_SERVICE, True)
+    assert cx.server_name(ans) == SCSCF_URI and ans.find(TgppAvp.SERVER_CAPABILITIES) is None
+
+
+def test_capabilities_provisioning_file_and_admin_view() -> None:
+    from imsp2pd.ims.hss import MemoryTxn, load_provisioning
+
+    hss = Hss(HssConfig(optional_capabilities=(3,)))
+    txn = MemoryTxn()
+    entry = {"impi": ALICE, "impus": [ALICE_IMPU], "password": "p", "profile": "none"}
+    load_provisioning(hss, txn, {"subscriber": [{**entry, "mandatory_capabilities": [1, 2]}]})
+    shown = hss.get_subscriber(txn, ALICE)
+    assert shown is not None
+    assert shown["mandatory_capabilities"] == [1, 2] and shown["optional_capabilities"] is None
+    assert hss.capabilities(txn.get("hss_subscribers", ALICE) or {}) == ((1, 2), (3,))
+    # The file is the truth: a key left out again is the defaults again.
+    load_provisioning(hss, txn, {"subscriber": [entry]})
+    assert hss.capabilities(txn.get("hss_subscribers", ALICE) or {}) == ((), (3,))
+
+
+@pytest.mark.parametrize("bad", [[-1], [2**32], ["1"], [True], 5, [1.5]])
+def test_bad_capabilities_are_refused(bad: Any) -> None:
+    from imsp2pd.ims.hss import MemoryTxn, load_provisioning
+    from imsp2pd_roles.hss import _capabilities_check
+
+    entry = {"impi": ALICE, "impus": [ALICE_IMPU], "optional_capabilities": bad}
+    with pytest.raises(ProvisioningError, match="optional_capabilities must be a list"):
+        load_provisioning(Hss(HssConfig()), MemoryTxn(), {"subscriber": [entry]})
+    assert _capabilities_check(bad) is not None
+    assert _capabilities_check([0, 2**32 - 1]) is None
