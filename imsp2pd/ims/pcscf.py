@@ -53,10 +53,7 @@ UNTRUSTED_FROM_UE = (
 
 def sanitize_from_ue(request: Request) -> Request:
     """The request without the headers a UE may not assert."""
-    out = request
-    for name in UNTRUSTED_FROM_UE:
-        out = out.remove_header(name)
-    return out
+    return request.remove_header(*UNTRUSTED_FROM_UE)
 
 
 def charging_vector(host: str, icid: str | None = None) -> str:
@@ -195,20 +192,17 @@ class Pcscf:
             return self.core.reply(event.ctx, 403, now, "Not Registered")
         if in_dialog:
             # the dialog's route set stands (it was made from our Record-Route)
-            out = sanitize_from_ue(req).remove_header("P-Preferred-Identity")
+            out = req.remove_header(*UNTRUSTED_FROM_UE, "P-Preferred-Identity")
             return self.core.forward(event.ctx, out, now)
-        out = sanitize_from_ue(req)
+        if not ue.service_route:
+            return self.core.reply(event.ctx, 403, now, "No Service-Route")
         identity = asserted_identity(req.get_all("P-Preferred-Identity"), ue.associated)
-        out = out.remove_header("P-Preferred-Identity")
+        # enforce the Service-Route learned at registration (TS 24.229 §5.2.6.3.3)
+        out = req.remove_header(*UNTRUSTED_FROM_UE, "P-Preferred-Identity", "Route")
         if identity is not None:
             out = out.append_header("P-Asserted-Identity", f"<{identity}>")
         out = out.append_header("P-Charging-Vector", charging_vector(self.config.host))
-        # enforce the Service-Route learned at registration (TS 24.229 §5.2.6.3.3)
-        out = out.remove_header("Route")
-        for r in ue.service_route:
-            out = out.append_header("Route", r)
-        if not ue.service_route:
-            return self.core.reply(event.ctx, 403, now, "No Service-Route")
+        out = out.append_header("Route", *ue.service_route)
         return self.core.forward(event.ctx, out, now, record_route=True)
 
     def _is_ours(self, value: str) -> bool:

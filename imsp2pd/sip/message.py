@@ -9,7 +9,7 @@ of the common headers are computed on first use.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TypeVar
 
@@ -102,39 +102,88 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(10)}@{host}"
 
 
+#: The typed views cached on a message, and the header each one reads: a
+#: copy that changes other headers keeps them.
+_VIEWS: dict[str, str] = {
+    "vias": "via",
+    "top_via": "via",
+    "from_": "from",
+    "to": "to",
+    "cseq": "cseq",
+    "contacts": "contact",
+    "routes": "route",
+    "record_routes": "record-route",
+}
+_FIELDS = frozenset(["headers", "body", "method", "uri", "status", "reason"])
+_LNAMES: dict[str, str] = {}
+
+
+def _lname(name: str) -> str:
+    """The lower-case canonical name of ``name`` (memoised: the names asked
+    for are the program's own, a bounded set)."""
+    lname = _LNAMES.get(name)
+    if lname is None:
+        lname = canonical_name(name).lower()
+        if len(_LNAMES) < 4096:
+            _LNAMES[name] = lname
+    return lname
+
+
 @dataclass(frozen=True)
 class Message:
     headers: HeaderFields = ()
     body: bytes = b""
 
     # -- generic header access -------------------------------------------
+    @cached_property
+    def _index(self) -> dict[str, list[str]]:
+        """Values by lower-case header name, in order (built once)."""
+        index: dict[str, list[str]] = {}
+        for n, v in self.headers:
+            ln = _LNAMES.get(n) or n.lower()
+            values = index.get(ln)
+            if values is None:
+                index[ln] = [v]
+            else:
+                values.append(v)
+        return index
+
     def get(self, name: str) -> str | None:
         """The first value of a header, None when absent."""
-        cname = canonical_name(name).lower()
-        for n, v in self.headers:
-            if n.lower() == cname:
-                return v
-        return None
+        values = self._index.get(_lname(name))
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        cname = canonical_name(name).lower()
-        return [v for n, v in self.headers if n.lower() == cname]
+        return list(self._index.get(_lname(name), ()))
 
     def has(self, name: str) -> bool:
-        return self.get(name) is not None
+        return _lname(name) in self._index
+
+    def _derive(self: _M, headers: HeaderFields, changed: str | None = None) -> _M:
+        """A copy with ``headers``; the typed views of headers other than
+        ``changed`` (a lower-case name; None: all may have changed) are kept."""
+        new = object.__new__(type(self))
+        d = new.__dict__
+        for k, v in self.__dict__.items():
+            if k in _FIELDS:
+                d[k] = v
+            elif changed is not None and _VIEWS.get(k, changed) != changed:
+                d[k] = v
+        d["headers"] = headers
+        return new
 
     def with_headers(self: _M, headers: HeaderFields) -> _M:
-        return replace(self, headers=headers)
+        return self._derive(headers)
 
     def replace_header(self: _M, name: str, *values: str) -> _M:
         """Replace every field of ``name`` with ``values`` at the position of
         the first one (appended when absent)."""
         cname = canonical_name(name)
-        lname = cname.lower()
+        lname = _lname(name)
         out: list[tuple[str, str]] = []
         placed = False
         for n, v in self.headers:
-            if n.lower() == lname:
+            if (_LNAMES.get(n) or n.lower()) == lname:
                 if not placed:
                     out.extend((cname, x) for x in values)
                     placed = True
@@ -142,37 +191,47 @@ class Message:
                 out.append((n, v))
         if not placed:
             out.extend((cname, x) for x in values)
-        return replace(self, headers=tuple(out))
+        return self._derive(tuple(out), lname)
 
-    def remove_header(self: _M, name: str) -> _M:
-        lname = canonical_name(name).lower()
-        return replace(self, headers=tuple((n, v) for n, v in self.headers if n.lower() != lname))
+    def remove_header(self: _M, *names: str) -> _M:
+        """Without any field of the given names (one pass for all of them)."""
+        lnames = {_lname(name) for name in names}
+        if lnames.isdisjoint(self._index):
+            return self
+        changed = next(iter(lnames)) if len(lnames) == 1 else None
+        return self._derive(
+            tuple(hv for hv in self.headers if (_LNAMES.get(hv[0]) or hv[0].lower()) not in lnames),
+            changed,
+        )
 
     def prepend_header(self: _M, name: str, value: str) -> _M:
         """Insert a field before the first field of the same name (or first
         of all when there is none): the rule for Via and Record-Route."""
         cname = canonical_name(name)
-        lname = cname.lower()
+        lname = _lname(name)
         out = list(self.headers)
         for i, (n, _) in enumerate(out):
-            if n.lower() == lname:
+            if (_LNAMES.get(n) or n.lower()) == lname:
                 out.insert(i, (cname, value))
                 break
         else:
             out.insert(0, (cname, value))
-        return replace(self, headers=tuple(out))
+        return self._derive(tuple(out), lname)
 
-    def append_header(self: _M, name: str, value: str) -> _M:
-        return replace(self, headers=self.headers + ((canonical_name(name), value),))
+    def append_header(self: _M, name: str, *values: str) -> _M:
+        cname = canonical_name(name)
+        return self._derive(self.headers + tuple((cname, v) for v in values), _lname(name))
 
     def remove_first(self: _M, name: str) -> _M:
-        lname = canonical_name(name).lower()
+        lname = _lname(name)
         out = list(self.headers)
         for i, (n, _) in enumerate(out):
-            if n.lower() == lname:
+            if (_LNAMES.get(n) or n.lower()) == lname:
                 del out[i]
                 break
-        return replace(self, headers=tuple(out))
+        else:
+            return self
+        return self._derive(tuple(out), lname)
 
     # -- typed views -------------------------------------------------------
     @cached_property
@@ -242,11 +301,18 @@ class Message:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        lines = [self.start_line()]
-        lines.extend(f"{n}: {v}" for n, v in self.headers)
-        lines.append(f"Content-Length: {len(self.body)}")
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        return head.encode("utf-8", "surrogateescape") + self.body
+        """The message on the wire (computed once: a message is immutable)."""
+        wire = self.__dict__.get("_wire")
+        if wire is None:
+            head = "".join([f"{n}: {v}\r\n" for n, v in self.headers])
+            wire = (
+                f"{self.start_line()}\r\n{head}Content-Length: {len(self.body)}\r\n\r\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+                + self.body
+            )
+            self.__dict__["_wire"] = wire
+        return wire
 
     def transaction_key(self) -> tuple[str, str, str]:
         """(branch, sent-by, method) of RFC 3261 §17.1.3/§17.2.3, with ACK

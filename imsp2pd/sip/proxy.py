@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 from imsp2pd.sip.errors import SipParseError
-from imsp2pd.sip.headers import parse_name_addr, parse_via
+from imsp2pd.sip.headers import Via, parse_name_addr
 from imsp2pd.sip.message import (
     BRANCH_MAGIC,
     Request,
@@ -31,18 +32,21 @@ from imsp2pd.sip.message import (
     new_branch,
     new_tag,
 )
+from imsp2pd.sip.parser import parse_message
 from imsp2pd.sip.transaction import (
     Action,
     ClientTransaction,
     Deliver,
     Send,
     ServerTransaction,
+    State,
     Terminated,
     Timeout,
     Timers,
     TransactionKey,
     TransactionTable,
     TransportFailed,
+    server_key,
 )
 from imsp2pd.sip.uri import URI, SipURI
 
@@ -183,6 +187,8 @@ class _ClientCtx:
     server_ctx: int | None = None
     uac_handle: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: headers removed from a response relayed upstream (from the server ctx)
+    strip_from_responses: tuple[str, ...] = ()
 
 
 def response_target(response: Response, source: Source | None) -> Target:
@@ -242,7 +248,20 @@ def loop_hash(request: Request) -> str:
 
 
 class SipCore:
-    """Transactions, a stateful proxy and a UAC/UAS for one SIP node."""
+    """Transactions, a stateful proxy and a UAC/UAS for one SIP node.
+
+    A non-INVITE transaction over UDP that has its final response only
+    waits out Timer J (server: resend that response to a retransmitted
+    request) or Timer K (client: absorb retransmitted responses).  The core
+    *retires* it then: the transaction and its messages are dropped; a
+    server keeps only its key, deadline and the response's bytes and
+    destination, as objects the garbage collector never scans; a client
+    keeps nothing, since a response matching no transaction is dropped
+    anyway (RFC 6026).  At
+    thousands of requests a second this is the difference between a few
+    hundred thousand live objects (and collector pauses long enough to
+    overflow the socket buffer) and almost none.
+    """
 
     def __init__(
         self,
@@ -261,6 +280,10 @@ class SipCore:
         self._server_by_key: dict[TransactionKey, int] = {}
         self._clients: dict[TransactionKey, _ClientCtx] = {}
         self._ids = itertools.count(1)
+        # retired server transactions: key -> (deadline, response bytes,
+        # transport, host, port), and their keys in deadline order
+        self._retired_servers: dict[TransactionKey, tuple[float, bytes, str, str, int]] = {}
+        self._retired: deque[tuple[float, TransactionKey]] = deque()
 
     # -- identity ---------------------------------------------------------
     def is_local(self, uri: URI) -> bool:
@@ -303,6 +326,12 @@ class SipCore:
         tx = self.table.match_request(request)
         if tx is not None:
             return self._run_server(tx, tx.receive(request, now), source)
+        if self._retired_servers:
+            done = self._retired_servers.get(server_key(request))
+            if done is not None and done[0] > now and request.method != "ACK":
+                _, wire, transport, host, port = done
+                # kept as bytes, parsed again for the (rare) retransmission
+                return [Transmit(parse_message(wire), Target(transport, host, port))]
         if request.method == "ACK":
             return [IncomingAck(request, source)]
         if request.method == "CANCEL":
@@ -388,16 +417,20 @@ class SipCore:
     def _receive_response(self, response: Response, now: float) -> list[Output]:
         tx = self.table.match_response(response)
         if tx is None:
-            return self._forward_stray_response(response)
+            # RFC 6026 §8.5 (updating §16.7): a response that matches no
+            # client transaction is not forwarded (late 2xx of an INVITE are
+            # matched in the Accepted state)
+            return []
         return self._run_client(tx, tx.receive(response, now), now)
 
-    def _forward_stray_response(self, response: Response) -> list[Output]:
-        """§16.7 for a response without a transaction (a 2xx retransmission
-        after the transaction ended): strip our Via and send it on."""
+    def _forward_stray_response(self, response: Response, strip: tuple[str, ...]) -> list[Output]:
+        """A 2xx retransmission of an INVITE whose server transaction is
+        over (RFC 6026): strip our Via (and ``strip``, what the branch's
+        server context removed) and send it on statelessly."""
         vias = response.vias
         if len(vias) < 2 or not self.is_local(SipURI(host=vias[0].host, port=vias[0].port)):
             return []
-        upstream = response.remove_first("Via")
+        upstream = response.remove_first("Via").remove_header(*strip)
         return [Transmit(upstream, response_target(upstream, None))]
 
     # -- TU calls ---------------------------------------------------------
@@ -524,18 +557,26 @@ class SipCore:
         here, once, whoever chose ``target`` (a Route, a URI or a role
         naming a UDP address), and the Via names the transport used."""
         branch = f"{BRANCH_MAGIC}{loop_hash(original)}.{new_branch()[7:]}"
-        via = self._via(target.transport, branch)
-        # the size on the wire: the request plus the "Via: ...\r\n" line
-        target = fit_transport(target, len(request.encode()) + len(via) + 7)
-        if target.transport != "UDP":
-            via = self._via(target.transport, branch)
-        return request.prepend_header("Via", via), target
+        out = self._with_via(request, target.transport, branch)
+        fitted = fit_transport(target, len(out.encode()))
+        if fitted is not target:
+            out = self._with_via(request, fitted.transport, branch)
+        return out, fitted
 
-    def _via(self, transport: str, branch: str) -> str:
+    def _with_via(self, request: Request, transport: str, branch: str) -> Request:
+        """``request`` with our Via on top; the parsed Via is kept with it,
+        so the client transaction need not parse what we wrote."""
         a = self.address_for(transport)
-        host = f"[{a.host}]" if ":" in a.host else a.host
-        via = f"SIP/2.0/{transport} {host}:{a.port};branch={branch}"
-        return via + ";rport" if transport == "UDP" else via
+        params: tuple[tuple[str, str | None], ...] = (("branch", branch),)
+        if transport == "UDP":
+            params += (("rport", None),)
+        via = Via(transport, f"[{a.host}]" if ":" in a.host else a.host, a.port, params)
+        old_vias = request.__dict__.get("vias")
+        out = request.prepend_header("Via", str(via))
+        out.__dict__["top_via"] = via
+        if old_vias is not None:
+            out.__dict__["vias"] = [via, *old_vias]
+        return out
 
     def send_request(
         self, request: Request, now: float, *, target: Target | None = None
@@ -562,11 +603,13 @@ class SipCore:
         uac_handle: int | None = None,
     ) -> list[Output]:
         tx = ClientTransaction(request, reliable=target.reliable, timers=self.timers)
-        self._clients[tx.key] = _ClientCtx(tx, target, server_ctx=server_ctx, uac_handle=uac_handle)
+        cc = _ClientCtx(tx, target, server_ctx=server_ctx, uac_handle=uac_handle)
+        self._clients[tx.key] = cc
         if server_ctx is not None:
             sc = self._servers[server_ctx]
             sc.branch = tx.key
             sc.branch_target = target
+            cc.strip_from_responses = sc.strip_from_responses
         self.table.add_client(tx)
         return self._run_client(tx, tx.start(now), now)
 
@@ -578,9 +621,13 @@ class SipCore:
 
     # -- timers -----------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return self.table.next_deadline()
+        deadline = self.table.next_deadline()
+        if self._retired and (deadline is None or self._retired[0][0] < deadline):
+            return self._retired[0][0]
+        return deadline
 
     def on_timer(self, now: float) -> list[Output]:
+        self._expire_retired(now)
         out: list[Output] = []
         for tx in self.table.due(now):
             actions = tx.on_timer(now)
@@ -593,7 +640,43 @@ class SipCore:
 
     @property
     def pending(self) -> int:
-        return len(self.table)
+        """Transactions not yet over, retired server transactions included."""
+        return len(self.table) + len(self._retired_servers)
+
+    # -- retirement (see the class docstring) -------------------------------
+    def _retire_server(self, tx: ServerTransaction, target: Target) -> None:
+        deadline = tx.next_deadline()
+        last = tx.last_response
+        if deadline is None or last is None or target.flow is not None:
+            return
+        key = tx.key
+        self._retired_servers[key] = (
+            deadline,
+            last.encode(),
+            target.transport,
+            target.host,
+            target.port,
+        )
+        self._retired.append((deadline, key))
+        if self.table.servers.get(key) is tx:
+            del self.table.servers[key]
+        ctx_id = self._server_by_key.pop(key, None)
+        if ctx_id is not None:
+            self._servers.pop(ctx_id, None)
+
+    def _retire_client(self, tx: ClientTransaction) -> None:
+        key = tx.key
+        if self.table.clients.get(key) is tx:
+            del self.table.clients[key]
+        self._clients.pop(key, None)
+
+    def _expire_retired(self, now: float) -> None:
+        retired = self._retired
+        while retired and retired[0][0] <= now:
+            deadline, key = retired.popleft()
+            done = self._retired_servers.get(key)
+            if done is not None and done[0] == deadline:
+                del self._retired_servers[key]
 
     # -- action plumbing --------------------------------------------------
     def _run_server(
@@ -608,7 +691,16 @@ class SipCore:
         for a in actions:
             if isinstance(a, Send):
                 assert isinstance(a.message, Response)
-                out.append(Transmit(a.message, response_target(a.message, src)))
+                target = response_target(a.message, src)
+                out.append(Transmit(a.message, target))
+                if (
+                    a.message.status >= 200
+                    and not tx.is_invite
+                    and not tx.reliable
+                    and tx.state is State.COMPLETED
+                ):
+                    self._retire_server(tx, target)
+                    return out
             elif isinstance(a, Deliver) and sc is not None:
                 assert isinstance(a.message, Request)
                 out.append(IncomingRequest(sc.ctx, a.message, sc.source))
@@ -635,6 +727,9 @@ class SipCore:
             elif isinstance(a, Terminated):
                 if self._clients.get(tx.key) is cc:
                     self._clients.pop(tx.key, None)
+        if not tx.is_invite and not tx.reliable and tx.state is State.COMPLETED:
+            self._retire_client(tx)
+            return out
         self.table.touch(tx)
         return out
 
@@ -645,8 +740,11 @@ class SipCore:
             return []
         sc = self._servers.get(cc.server_ctx)
         if sc is None:
-            # the server transaction is gone: a late 2xx goes upstream statelessly
-            return self._forward_stray_response(response) if response.status < 300 else []
+            # the server transaction is gone: a late 2xx of an INVITE goes
+            # upstream statelessly (RFC 6026); anything else has been answered
+            if cc.tx.is_invite and 200 <= response.status < 300:
+                return self._forward_stray_response(response, cc.strip_from_responses)
+            return []
         if sc.intercept and response.status >= 200:
             return [BranchResponse(sc.ctx, response)]
         return self.relay_response(sc.ctx, response, now)
@@ -685,10 +783,9 @@ class SipCore:
 
 def _stamp_via(request: Request, source: Source) -> Request:
     """§18.2.1 and RFC 3581: note the source address in the top Via."""
-    values = request.get_all("Via")
-    if not values:
+    if not request.has("Via"):
         return request
-    via = parse_via(values[0])
+    via = request.top_via
     changed = via
     if via.host.strip("[]").lower() != source.host.lower():
         changed = changed.with_param("received", source.host)
@@ -703,7 +800,12 @@ def _stamp_via(request: Request, source: Source) -> Request:
         if n == "Via":
             headers[i] = ("Via", str(changed))
             break
-    return request.with_headers(tuple(headers))
+    old_vias = request.__dict__.get("vias")
+    out = request._derive(tuple(headers), "via")
+    out.__dict__["top_via"] = changed
+    if old_vias is not None:
+        out.__dict__["vias"] = [changed, *old_vias[1:]]
+    return out
 
 
 __all__ = [

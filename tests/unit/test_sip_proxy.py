@@ -286,11 +286,56 @@ def test_uac_request_and_stray_response() -> None:
     while (d := c.next_deadline()) is not None and d < 40:
         outs += c.on_timer(d)
     assert UacFailed(handle2, "timeout") in outs
-    # a response to nobody's Via is dropped; one with our Via on top goes upstream
+    # a response matching no transaction is dropped, even with our Via on
+    # top (RFC 6026 §8.5 updating RFC 3261 §16.7)
     assert (
         c.receive(resp.replace_header("Via", "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKzz"), UE, 1.0)
         == []
     )
     stray = resp.prepend_header("Via", "SIP/2.0/UDP 127.0.0.1:4060;branch=z9hG4bKgone")
-    (up,) = c.receive(stray, UE, 1.0)
-    assert up.message.top_via == resp.top_via
+    assert c.receive(stray, UE, 1.0) == []
+
+
+def test_completed_non_invite_transactions_are_retired_to_bytes() -> None:
+    """Over UDP a non-INVITE transaction with its final response is kept
+    only as a key, a deadline and (server) the response's bytes: the
+    retransmitted request still gets the same 200, a retransmitted 200 from
+    downstream is absorbed, a late 200 after our own 408 is not relayed, and
+    everything is gone after Timer J."""
+    c = core()
+    ctx, out = receive_and_forward(c, request(), 0.0)
+    fwd = out.message
+    assert isinstance(fwd, Request)
+    ok = make_response(fwd, 200, to_tag="t")
+    (back,) = c.receive(ok, Source("UDP", "127.0.0.1", 6060), 0.1)
+    assert not c.table.servers and not c.table.clients  # both retired
+    assert c.pending == 1  # the server's key and bytes, until Timer J
+    # a retransmitted request gets the very same response again
+    (again,) = c.receive(request(), UE, 1.0)
+    assert isinstance(again, Transmit) and again.target == back.target
+    assert again.message.encode() == back.message.encode()
+    # the downstream 200 retransmitted: absorbed, not forwarded as a stray
+    assert c.receive(ok, Source("UDP", "127.0.0.1", 6060), 1.0) == []
+    # after Timer J the server's key goes too
+    now = 0.1
+    while (d := c.next_deadline()) is not None:
+        now = d
+        assert c.on_timer(now) == []
+    assert c.pending == 0 and 30 < now < 40
+    # a request after Timer J is a new transaction
+    assert only(c.receive(request(), UE, now + 1), IncomingRequest)
+
+
+def test_late_final_response_after_our_408_is_not_relayed() -> None:
+    c = core()
+    ctx, out = receive_and_forward(c, request(), 0.0, intercept=False)
+    fwd = out.message
+    assert isinstance(fwd, Request)
+    now = 0.0
+    sent = []
+    while (d := c.next_deadline()) is not None and d <= 33:
+        now = d
+        sent += c.on_timer(now)
+    assert [o.message.status for o in sent if isinstance(o.message, Response)] == [408]
+    late = make_response(fwd, 200, to_tag="t")
+    assert c.receive(late, Source("UDP", "127.0.0.1", 6060), now + 0.1) == []
