@@ -12,6 +12,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from . import tshark
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SIP_PORTS = (4060, 5060, 6060, 7060)
@@ -52,33 +54,12 @@ class DemoTests(TestCase):
         )
         self.assertIn("dave: 402, nothing granted", r.stdout)
         capture = d / "var" / "demo" / "signalling.pcapng"
-        if shutil.which("tshark") is None:
-            raise SkipTest("tshark is not installed (Debian package tshark): capture not checked")
-        decode = []
-        for port in SIP_PORTS:
-            decode += ["-d", f"tcp.port=={port},sip", "-d", f"udp.port=={port},sip"]
-        for port in DIAMETER_PORTS:
-            decode += ["-d", f"tcp.port=={port},diameter"]
-        bad = subprocess.run(
-            [
-                "tshark",
-                "-r",
-                str(capture),
-                *decode,
-                "-Y",
-                "_ws.malformed || _ws.expert.severity >= warning",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        self.assertEqual(bad.returncode, 0, bad.stderr)
-        self.assertEqual(bad.stdout.strip(), "", "tshark found malformed packets or warnings")
-        seen = subprocess.run(
-            ["tshark", "-r", str(capture), *decode, "-T", "fields", "-e", "frame.protocols"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
+        if tshark.TSHARK is None:
+            raise SkipTest(f"{tshark.MISSING}: capture not checked")
+        decode = tshark.decode_as(SIP_PORTS, "sip", ("tcp", "udp"))
+        decode += tshark.decode_as(DIAMETER_PORTS, "diameter", ("tcp",))
+        bad = tshark.problems(capture, decode)
+        self.assertEqual(bad, "", "tshark found malformed packets or warnings")
+        seen = tshark.fields(capture, decode, "frame.protocols")
         self.assertIn("sip", seen)
         self.assertIn("diameter", seen)

@@ -14,9 +14,7 @@ does catch what it should.
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 from dataclasses import replace
 from decimal import Decimal
 from ipaddress import IPv4Address
@@ -44,11 +42,11 @@ from imsp2pd.ims.hss import MIGRATIONS as HSS_MIGRATIONS
 from imsp2pd.ims.hss import Hss, HssConfig, content_ifcs, ifc_documents
 from imsp2pd.store import SQLiteStore
 
-TSHARK = shutil.which("tshark")
+from . import tshark
+
 REALM = "ims.example.org"
 CLIENT = cx.Origin("scscf.ims.example.org", REALM)
 SCSCF_URI = "sip:127.0.0.1:6060"
-FILTER = "_ws.malformed || _ws.expert.severity >= warning"
 
 
 def _csum(data: bytes) -> int:
@@ -111,21 +109,10 @@ class TsharkTests(unittest.TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        if TSHARK is None:
-            raise unittest.SkipTest("tshark is not installed (Debian package tshark)")
+        if tshark.TSHARK is None:
+            raise unittest.SkipTest(tshark.MISSING)
         self.dir = Path(self.mktemp()).resolve()
         self.dir.mkdir(parents=True)
-
-    def tshark(self, pcap: Path, ports: list[int], *extra: str) -> str:
-        decode = [a for p in ports for a in ("-d", f"tcp.port=={p},diameter")]
-        result = subprocess.run(
-            [TSHARK, "-n", "-r", str(pcap), *decode, *extra],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return result.stdout
 
     def make_hss(self) -> Hss:
         store = SQLiteStore(self.dir / "hss.sqlite")
@@ -304,22 +291,15 @@ class TsharkTests(unittest.TestCase):
 
         pcap = self.dir / "diameter.pcap"
         capture.write(pcap)
-        ports = [hss_port, ocs_port]
-        flagged = self.tshark(pcap, ports, "-Y", FILTER)
-        if flagged:
-            detail = self.tshark(pcap, ports, "-Y", FILTER, "-V")
-            self.fail(f"tshark flagged:\n{flagged}\n{detail[-4000:]}")
-        fields = self.tshark(
+        decode = tshark.decode_as([hss_port, ocs_port], "diameter", ("tcp",))
+        tshark.assert_clean(pcap, decode, timeout=60)
+        fields = tshark.fields(
             pcap,
-            ports,
-            "-Y",
-            "diameter",
-            "-T",
-            "fields",
-            "-e",
+            decode,
             "diameter.cmd.code",
-            "-e",
             "diameter.flags.request",
+            display_filter="diameter",
+            timeout=60,
         )
         seen = set()
         for line in fields.splitlines():
@@ -349,4 +329,4 @@ class TsharkTests(unittest.TestCase):
         frames[victim] = bytes(broken)
         corrupt = self.dir / "corrupt.pcap"
         capture.write(corrupt, frames)
-        self.assertNotEqual(self.tshark(corrupt, ports, "-Y", FILTER), "")
+        self.assertNotEqual(tshark.problems(corrupt, decode, timeout=60), "")

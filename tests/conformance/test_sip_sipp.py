@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
@@ -35,8 +34,10 @@ from imsp2pd.sip.proxy import IncomingRequest, LocalAddress, Output, SipCore, So
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent
 
+from . import tshark
+from .tshark import TSHARK, LiveCapture
+
 SIPP = shutil.which("sipp")
-TSHARK = shutil.which("tshark")
 REALM = "ims.example.org"
 
 MESSAGE_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -160,21 +161,8 @@ class StripIdentityProxy:
         return []
 
 
-class _Capture(protocol.ProcessProtocol):
-    def __init__(self) -> None:
-        self.started: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[None] = defer.Deferred()
-        self.err = b""
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-        if b"Capturing on" in self.err and not self.started.called:
-            self.started.callback(None)
-
-    def processEnded(self, reason: Any) -> None:
-        if not self.started.called:
-            self.started.errback(RuntimeError(self.err.decode(errors="replace")))
-        self.ended.callback(None)
+# test_cscf_sipp imports these from here (TSHARK and _Capture until it uses .tshark itself).
+_Capture = LiveCapture
 
 
 class SippConformanceTests(unittest.TestCase):
@@ -184,7 +172,7 @@ class SippConformanceTests(unittest.TestCase):
         if SIPP is None:
             raise unittest.SkipTest("sipp not installed (Debian package sip-tester)")
         if TSHARK is None:
-            raise unittest.SkipTest("tshark not installed (Debian package tshark)")
+            raise unittest.SkipTest(tshark.MISSING)
         self.tmp = Path(tempfile.mkdtemp(prefix="sipp-"))
         self.nodes: list[SipNode] = []
         self.reg_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
@@ -212,21 +200,13 @@ class SippConformanceTests(unittest.TestCase):
 
     def _start_capture(self) -> defer.Deferred[None]:
         self.pcap = self.tmp / "sip.pcap"
-        flt = " or ".join(f"port {p}" for p in self.ports)
-        self.capture = _Capture()
-        self.capture_proc = reactor.spawnProcess(
-            self.capture,
-            TSHARK,
-            [TSHARK, "-i", "lo", "-f", flt, "-w", str(self.pcap)],
-            env=os.environ.copy(),
-        )
-        return self.capture.started
+        self.capture = LiveCapture()
+        return self.capture.start(self.pcap, self.ports)
 
     @defer.inlineCallbacks
     def tearDown(self) -> Any:
-        if getattr(self, "capture", None) is not None and not self.capture.ended.called:
-            self.capture_proc.signalProcess(signal.SIGTERM)
-            yield self.capture.ended
+        if getattr(self, "capture", None) is not None:
+            yield self.capture.stop()
         yield defer.gatherResults([n.stop() for n in self.nodes])
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -246,42 +226,13 @@ class SippConformanceTests(unittest.TestCase):
     def decode_capture(self) -> Any:
         """Stop the capture; return (sip packet count, problems)."""
         yield _settle(0.3)
-        self.capture_proc.signalProcess(signal.SIGTERM)
-        yield self.capture.ended
-        decode = []
-        for p in self.ports:
-            decode += ["-d", f"udp.port=={p},sip"]
-        out, err, code = yield getProcessOutputAndValue(
-            TSHARK,
-            [
-                "-r",
-                str(self.pcap),
-                *decode,
-                "-Y",
-                "sip",
-                "-T",
-                "fields",
-                "-e",
-                "sip.Method",
-                "-e",
-                "sip.Status-Code",
-            ],
-            env=os.environ.copy(),
+        yield self.capture.stop()
+        decode = tshark.decode_as(self.ports, "sip")
+        out = yield tshark.fields_async(
+            self.pcap, decode, "sip.Method", "sip.Status-Code", display_filter="sip"
         )
-        self.assertEqual(code, 0, err)
-        bad, err2, code2 = yield getProcessOutputAndValue(
-            TSHARK,
-            [
-                "-r",
-                str(self.pcap),
-                *decode,
-                "-Y",
-                "_ws.malformed || _ws.expert.severity >= warning",
-            ],
-            env=os.environ.copy(),
-        )
-        self.assertEqual(code2, 0, err2)
-        return out.decode().split("\n"), bad.decode().strip()
+        bad = yield tshark.problems_async(self.pcap, decode)
+        return out.split("\n"), bad
 
     @defer.inlineCallbacks
     def test_message_through_proxy_without_forged_identity(self) -> Any:
