@@ -31,14 +31,11 @@ from imsp2pd.sip.ua import UserAgent, build_request
 from imsp2pd.store import SQLiteStore
 from imsp2pd_roles.icscf import cx_client
 
+from .test_cscf_chain import _Null, _wait
+
 REALM = "ims.example.org"
 HSS_HOST = "hss.ims.example.org"
 ICSCF = cx.Origin("icscf.ims.example.org", REALM)
-
-
-class _Null:
-    def on_event(self, event: Any, now: float) -> list[Any]:
-        return []
 
 
 class CapabilitySelectionTests(unittest.TestCase):
@@ -98,7 +95,7 @@ class CapabilitySelectionTests(unittest.TestCase):
         self.cx = cx_client(reactor, ICSCF.host, REALM, f"127.0.0.1:{cx_port}", HSS_HOST)
         self.cx.start()
         self.stops.append(self.cx.stop)
-        yield _wait(lambda: self.cx.is_available(HSS_HOST))
+        yield _wait(lambda: self.cx.is_available(HSS_HOST), timeout=10.0)
 
         self.plain = self.scscf("plain")
         self.one = self.scscf("one")
@@ -160,19 +157,3 @@ class CapabilitySelectionTests(unittest.TestCase):
         resp = yield self.register("bob")
         self.assertEqual(resp.status, 600)
         self.assertEqual(self.reached, [])
-
-
-def _wait(cond: Any, timeout: float = 10.0) -> defer.Deferred[None]:
-    d: defer.Deferred[None] = defer.Deferred()
-    start = reactor.seconds()
-
-    def poll() -> None:
-        if cond():
-            d.callback(None)
-        elif reactor.seconds() - start > timeout:
-            d.errback(AssertionError("condition not met in time"))
-        else:
-            reactor.callLater(0.02, poll)
-
-    poll()
-    return d
