@@ -39,6 +39,7 @@ def _bad(what: str) -> SipParseError:
     return SipParseError(f"Bad URI: {what}", status=400)
 
 
+@lru_cache(maxsize=4096)
 def is_valid_host(host: str) -> bool:
     """True for a hostname, an IPv4 address or a bracketed IPv6 reference."""
     if host.startswith("["):
@@ -112,6 +113,40 @@ def _has_param(params: Params, name: str) -> bool:
     return any(n.lower() == lname for n, _ in params)
 
 
+def _param_map(obj: object, params: Params) -> dict[str, str | None]:
+    """The parameters of a frozen value by lower-case name (the first of a
+    name wins, as :func:`_param` reads), built once and kept on ``obj``."""
+    d = obj.__dict__
+    pmap: dict[str, str | None] | None = d.get("_pmap")
+    if pmap is None:
+        pmap = {}
+        for n, v in params:
+            pmap.setdefault(n.lower(), v)
+        d["_pmap"] = pmap
+    return pmap
+
+
+def _cached_param(obj: object, params: Params, name: str) -> str | None:
+    """``_param(params, name)`` in one dict look-up."""
+    if not params:
+        return None
+    pmap = _param_map(obj, params)
+    if name not in pmap:
+        name = name.lower()
+        if name not in pmap:
+            return None
+    v = pmap[name]
+    return "" if v is None else v
+
+
+def _cached_has_param(obj: object, params: Params, name: str) -> bool:
+    """``_has_param(params, name)`` in one dict look-up."""
+    if not params:
+        return False
+    pmap = _param_map(obj, params)
+    return name in pmap or name.lower() in pmap
+
+
 def _set_param(params: Params, name: str, value: str | None) -> Params:
     lname = name.lower()
     kept = tuple((n, v) for n, v in params if n.lower() != lname)
@@ -141,6 +176,13 @@ class SipURI:
             raise _bad(f"SipURI with scheme {self.scheme!r}")
 
     def __str__(self) -> str:
+        # computed once: the value is frozen, and proxies ask again and again
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self.__dict__["_text"] = self._format()
+        return text
+
+    def _format(self) -> str:
         out = [self.scheme, ":"]
         if self.user is not None:
             out.append(self.user)
@@ -161,10 +203,10 @@ class SipURI:
 
     def param(self, name: str) -> str | None:
         """The value of a parameter ('' for a flag), None when absent."""
-        return _param(self.params, name)
+        return _cached_param(self, self.params, name)
 
     def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
+        return _cached_has_param(self, self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> SipURI:
         return replace(self, params=_set_param(self.params, name, value))
@@ -208,14 +250,17 @@ class TelURI:
             raise _bad(f"invalid telephone number {self.number!r}")
 
     def __str__(self) -> str:
-        return f"tel:{self.number}{_format_params(self.params)}"
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self.__dict__["_text"] = f"tel:{self.number}{_format_params(self.params)}"
+        return text
 
     @property
     def scheme(self) -> str:
         return "tel"
 
     def param(self, name: str) -> str | None:
-        return _param(self.params, name)
+        return _cached_param(self, self.params, name)
 
     @property
     def is_global(self) -> bool:
