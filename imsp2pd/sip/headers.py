@@ -16,10 +16,11 @@ from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.uri import (
     URI,
     Params,
+    _cached_has_param,
+    _cached_param,
     _drop_param,
-    _has_param,
-    _param,
     _set_param,
+    is_valid_host,
     parse_uri,
     split_hostport,
 )
@@ -173,12 +174,24 @@ _WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
 _LWS_RE = re.compile(r"[ \t]+")
 
 
+#: canonical_name's answers by the name as written (bounded: names come
+#: from the wire)
+_CANONICAL_MEMO: dict[str, str] = {}
+_MEMO_MAX = 4096
+
+
 def canonical_name(name: str) -> str:
     """Expand a compact form and give a known header its usual spelling."""
-    lname = name.lower()
-    if lname in COMPACT_FORMS:
-        return COMPACT_FORMS[lname]
-    return _CANONICAL.get(lname, name)
+    cname = _CANONICAL_MEMO.get(name)
+    if cname is None:
+        lname = name.lower()
+        if lname in COMPACT_FORMS:
+            cname = COMPACT_FORMS[lname]
+        else:
+            cname = _CANONICAL.get(lname, name)
+        if len(_CANONICAL_MEMO) < _MEMO_MAX:
+            _CANONICAL_MEMO[name] = cname
+    return cname
 
 
 def is_token(text: str) -> bool:
@@ -268,6 +281,9 @@ def parse_header_params(text: str, what: str) -> Params:
     """Parse generic-params ``;name[=token|host|quoted-string]`` (each one
     introduced by ``;``).  Quoted values keep their quotes so that the text
     round trips; :func:`unquote_param` reads them."""
+    if _SIMPLE_PARAMS_RE.fullmatch(text) is not None:
+        # the common form: no quotes, no whitespace, every part valid
+        return _split_simple_params(text)
     out: list[tuple[str, str | None]] = []
     s = text.strip(" \t")
     i = 0
@@ -311,6 +327,19 @@ def parse_header_params(text: str, what: str) -> Params:
 
 
 _PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+#: ``;name[=value]`` repeated, names tokens and values what
+#: :func:`_param_value_ok` accepts: what :func:`parse_header_params` reads
+#: part by part, in one match
+_SIMPLE_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)+")
+
+
+def _split_simple_params(text: str) -> Params:
+    """The parameters of a text :data:`_SIMPLE_PARAMS_RE` matched."""
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
 
 
 def _param_value_ok(value: str) -> bool:
@@ -345,10 +374,10 @@ class NameAddr:
         return f"{head}<{self.uri}>{format_header_params(self.params)}"
 
     def param(self, name: str) -> str | None:
-        return unquote_param(_param(self.params, name))
+        return unquote_param(_cached_param(self, self.params, name))
 
     def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
+        return _cached_has_param(self, self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> NameAddr:
         return replace(self, params=_set_param(self.params, name, value))
@@ -422,10 +451,10 @@ class Via:
         )
 
     def param(self, name: str) -> str | None:
-        return unquote_param(_param(self.params, name))
+        return unquote_param(_cached_param(self, self.params, name))
 
     def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
+        return _cached_has_param(self, self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> Via:
         return replace(self, params=_set_param(self.params, name, value))
@@ -450,8 +479,56 @@ class Via:
         return host, self.port if self.port is not None else default_port
 
 
+#: the usual Via, ``SIP/2.0/transport host[:port]`` then parameters without
+#: quotes or whitespace; anything else goes the careful way
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+)
+
+
+_new = object.__new__
+
+
 @lru_cache(maxsize=8192)
 def parse_via(text: str) -> Via:
+    m = _VIA_FAST_RE.fullmatch(text)
+    if m is not None:
+        transport, host, port_text, ptext = m.groups()
+        port = None if port_text is None else int(port_text)
+        if (port is None or port <= 65535) and is_valid_host(host):
+            params = _split_simple_params(ptext) if ptext else ()
+            _check_via_params(params)
+            # every field is valid: the instance is made without the frozen
+            # dataclass's __init__ (a setattr per field)
+            via: Via = _new(Via)
+            d = via.__dict__
+            d["transport"] = transport.upper()
+            d["host"] = host
+            d["port"] = port
+            d["params"] = params
+            d["protocol"] = "SIP/2.0"
+            return via
+    return _parse_via(text)
+
+
+_VIA_CHECKED = frozenset(["branch", "rport", "ttl"])
+
+
+def _check_via_params(params: Params) -> None:
+    for pname, pvalue in params:
+        lname = pname.lower()
+        if lname not in _VIA_CHECKED:
+            continue
+        if lname == "branch" and not pvalue:
+            raise SipParseError("Via branch without value")
+        if lname == "rport" and pvalue is not None and not pvalue.isdigit():
+            raise SipParseError("Bad Via rport")
+        if lname == "ttl" and (pvalue is None or not pvalue.isdigit() or int(pvalue) > 255):
+            raise SipParseError("Bad Via ttl")
+
+
+def _parse_via(text: str) -> Via:
     s = text.strip(" \t")
     parts: list[str] = []
     i = 0
@@ -487,14 +564,7 @@ def parse_via(text: str) -> Via:
     except SipParseError as exc:
         raise SipParseError(f"Bad Via sent-by: {exc.reason}") from None
     params = parse_header_params(rest, "Via") if rest.strip(" \t") else ()
-    for pname, pvalue in params:
-        lname = pname.lower()
-        if lname == "branch" and not pvalue:
-            raise SipParseError("Via branch without value")
-        if lname == "rport" and pvalue is not None and not pvalue.isdigit():
-            raise SipParseError("Bad Via rport")
-        if lname == "ttl" and (pvalue is None or not pvalue.isdigit() or int(pvalue) > 255):
-            raise SipParseError("Bad Via ttl")
+    _check_via_params(params)
     return Via(
         transport=transport.upper(),
         host=host,
