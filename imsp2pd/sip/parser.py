@@ -37,6 +37,8 @@ _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
 _BAD_CHARS_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: the control characters of _BAD_CHARS_RE but CR and LF
+_HEAD_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CL_RE = re.compile(
     rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
 )
@@ -68,9 +70,21 @@ def parse_message(data: bytes, *, stream: bool = False, check_length: bool = Tru
         raise SipParseError("Empty message")
     head_b, body, terminated = _split_head(data)
     head = head_b.decode("utf-8", "surrogateescape")
-    lines = _LINE_SPLIT_RE.split(head)
+    # the usual head: CRLF line ends only, no folding, no control character,
+    # no line end last (then no line is empty: the head is cut before the
+    # first empty line)
+    crlf = head.count("\r\n")
+    plain = (
+        head.count("\n") == crlf
+        and head.count("\r") == crlf
+        and "\r\n " not in head
+        and "\r\n\t" not in head
+        and not head.endswith("\n")
+        and _HEAD_CTL_RE.search(head) is None
+    )
+    lines = head.split("\r\n") if plain else _LINE_SPLIT_RE.split(head)
     is_request, method, status, reason, uri_text, deferred = _parse_start_line(lines[0])
-    headers, fault = _parse_header_lines(lines[1:])
+    headers, lnames, fault = _parse_header_lines(lines[1:], plain)
     try:
         if deferred is not None:
             raise deferred
@@ -78,7 +92,9 @@ def parse_message(data: bytes, *, stream: bool = False, check_length: bool = Tru
             raise fault
         if not terminated:
             raise SipParseError("Incomplete message: no empty line after the headers")
-        return _build(is_request, method, status, reason, uri_text, headers, body, check_length)
+        return _build(
+            is_request, method, status, reason, uri_text, headers, lnames, body, check_length
+        )
     except SipParseError as exc:
         raise exc.with_context(
             method=method, headers=tuple(headers), is_request=is_request
@@ -128,49 +144,97 @@ def _check_version(text: str, *, is_request: bool) -> None:
         raise SipParseError(f"Version {text} not supported", status=505, is_request=is_request)
 
 
-def _parse_header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], SipParseError | None]:
-    """The header fields, and the first fault met (the fields that could be
-    read are still returned, so that a 400 can be built)."""
+#: what the header lines need of a header name as written: its canonical
+#: name, that name in lower case, and whether it is a list header (bounded:
+#: names come from the wire)
+_NAME_INFO: dict[str, tuple[str, str, bool]] = {}
+_NAME_INFO_MAX = 4096
+
+
+def _name_info(name: str) -> tuple[str, str, bool] | None:
+    """The canonical name of a header name as written (with the blanks
+    before its colon), its lower case, and whether it is a list header;
+    None when the name is not a token."""
+    info = _NAME_INFO.get(name)
+    if info is None:
+        stripped = name.rstrip(" \t")
+        if not is_token(stripped):
+            return None
+        cname = canonical_name(stripped)
+        lname = cname.lower()
+        info = (cname, lname, lname in LIST_HEADERS)
+        if len(_NAME_INFO) < _NAME_INFO_MAX:
+            _NAME_INFO[name] = info
+    return info
+
+
+def _parse_header_lines(
+    lines: list[str], plain: bool = False
+) -> tuple[list[tuple[str, str]], list[str], SipParseError | None]:
+    """The header fields, their names in lower case, and the first fault met
+    (the fields that could be read are still returned, so that a 400 can be
+    built).  ``plain`` says the lines are neither folded, empty nor hold a
+    control character."""
     fault: SipParseError | None = None
-    # unfold (§7.3.1): a line starting with SP/HTAB continues the last one
-    raw: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not raw:
-                fault = fault or SipParseError("Header continuation before any header")
-                continue
-            raw[-1] = raw[-1].rstrip(" \t") + " " + line.strip(" \t")
-        elif line:
-            raw.append(line)
-        else:
-            fault = fault or SipParseError("Empty line inside headers")
+    raw: list[str]
+    if plain:
+        raw = lines
+    else:
+        # unfold (§7.3.1): a line starting with SP/HTAB continues the last one
+        raw = []
+        for line in lines:
+            if line[:1] in (" ", "\t"):
+                if not raw:
+                    fault = fault or SipParseError("Header continuation before any header")
+                    continue
+                raw[-1] = raw[-1].rstrip(" \t") + " " + line.strip(" \t")
+            elif line:
+                raw.append(line)
+            else:
+                fault = fault or SipParseError("Empty line inside headers")
     if len(raw) > MAX_HEADERS:
-        return [], SipParseError("Too many header fields")
+        return [], [], SipParseError("Too many header fields")
     out: list[tuple[str, str]] = []
+    lnames: list[str] = []
     for line in raw:
         name, colon, value = line.partition(":")
         if not colon:
             fault = fault or SipParseError(f"Header line without colon: {line[:30]!r}")
             continue
-        name = name.rstrip(" \t")
-        if not is_token(name):
+        info = _name_info(name)
+        if info is None:
+            name = name.rstrip(" \t")
             fault = fault or SipParseError(f"Bad header name {name[:30]!r}")
             continue
+        cname, lname, is_list = info
         value = value.strip(" \t")
-        cname = canonical_name(name)
-        if _BAD_CHARS_RE.search(value):
+        if not plain and _BAD_CHARS_RE.search(value):
             fault = fault or SipParseError(f"Control character in {cname}")
             continue
-        if cname.lower() in LIST_HEADERS:
+        if is_list:
             try:
                 items = split_list(value)
             except SipParseError as exc:
                 fault = fault or SipParseError(f"{exc.reason} ({cname})")
                 continue
-            out.extend((cname, item) for item in items)
+            for item in items:
+                out.append((cname, item))
+                lnames.append(lname)
         else:
             out.append((cname, value))
-    return out, fault
+            lnames.append(lname)
+    return out, lnames, fault
+
+
+#: the headers _build checks one by one, in the order of the message
+_CHECKED = frozenset(["via", "from", "to", "call-id", "max-forwards", "expires"])
+_REQUIRED = (
+    ("Via", "via"),
+    ("From", "from"),
+    ("To", "to"),
+    ("Call-ID", "call-id"),
+    ("CSeq", "cseq"),
+)
 
 
 def _build(
@@ -180,46 +244,55 @@ def _build(
     reason: str,
     uri_text: str,
     fields: list[tuple[str, str]],
+    lnames: list[str],
     body: bytes,
     check_length: bool,
 ) -> SipMessage:
     counts: dict[str, int] = {}
-    for n, _ in fields:
-        ln = n.lower()
+    for ln in lnames:
         counts[ln] = counts.get(ln, 0) + 1
-    for ln, count in counts.items():
-        if count > 1 and ln in SINGLE_HEADERS:
-            raise SipParseError(f"Multiple {canonical_name(ln)} header fields")
-    cl_values = [v for n, v in fields if n.lower() == "content-length"]
-    headers: HeaderFields = tuple((n, v) for n, v in fields if n.lower() != "content-length")
-    if cl_values:
-        length = parse_int_header(cl_values[0], "Content-Length")
+    if len(counts) < len(lnames):
+        for ln, count in counts.items():
+            if count > 1 and ln in SINGLE_HEADERS:
+                raise SipParseError(f"Multiple {canonical_name(ln)} header fields")
+    headers: HeaderFields
+    if "content-length" in counts:
+        # at most one: a second was refused above
+        i = lnames.index("content-length")
+        cl_value = fields[i][1]
+        headers = (*fields[:i], *fields[i + 1 :])
+        lnames = lnames[:i] + lnames[i + 1 :]
+        length = parse_int_header(cl_value, "Content-Length")
         if length > len(body) and check_length:
             raise SipParseError("Content-Length larger than the body")
         if length < len(body):
             body = body[:length]
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name.lower() not in counts:
+    else:
+        headers = tuple(fields)
+    for name, ln in _REQUIRED:
+        if ln not in counts:
             raise SipParseError(f"Missing {name} header")
     vias = []
     parsed: dict[str, object] = {}
-    for n, v in headers:
-        ln = n.lower()
+    checked = _CHECKED
+    for (n, v), ln in zip(headers, lnames, strict=True):
+        if ln not in checked:
+            continue
         if ln == "via":
             vias.append(parse_via(v))
-        elif ln in ("from", "to"):
+        elif ln == "from" or ln == "to":
             try:
                 parsed["from_" if ln == "from" else "to"] = parse_name_addr(v)
             except SipParseError as exc:
                 raise SipParseError(f"Bad {n} header: {exc.reason}") from None
         elif ln == "call-id":
-            if not v or any(c in v for c in " \t"):
+            if not v or " " in v or "\t" in v:
                 raise SipParseError("Bad Call-ID")
         elif ln == "max-forwards":
             parse_int_header(v, "Max-Forwards", maximum=255)
-        elif ln == "expires":
+        else:  # expires
             parse_int_header(v, "Expires")
-    cseq = parse_cseq(next(v for n, v in headers if n.lower() == "cseq"))
+    cseq = parse_cseq(headers[lnames.index("cseq")][1])
     msg: SipMessage
     if is_request:
         assert method is not None
