@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from imsp2pd.diameter.message import Message, decode_message
 from imsp2pd.ims.hss import MIGRATIONS as HSS_MIGRATIONS
 from imsp2pd.ims.hss import Hss, HssConfig, content_ifcs, ifc_documents
 from imsp2pd.ims.icscf import Icscf, IcscfConfig
+from imsp2pd.ims.milenage import Milenage, compute_opc
 from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
 from imsp2pd.ims.scscf import MIGRATIONS as SCSCF_MIGRATIONS
 from imsp2pd.ims.scscf import Scscf, ScscfConfig
@@ -128,6 +130,24 @@ def register_flow(user: str, final: str, auth: str, *, check: bool, assign: bool
     return first + '  <recv response="401" auth="true"/>\n' + second + tail
 
 
+def sipp_answerable_rand(k: bytes, op: bytes) -> Callable[[int], bytes]:
+    """The lab HSS's RAND source for sipp: random RANDs, but none whose RES
+    has a 0x00 byte.  sipp 3.6.1 (Debian's sip-tester) hashes the AKA RES as
+    a C string, so it cuts the "password" at its first NUL and answers with
+    the digest of that prefix (RFC 3310 §3.4 wants all of RES): about 3.1%
+    of RANDs (1 - (255/256)**8) got a 403 from a correct S-CSCF.  Our side
+    keeps the whole RES; only what sipp can answer is drawn here."""
+    milenage = Milenage(k, compute_opc(k, op))
+
+    def draw(n: int) -> bytes:
+        while True:
+            rand = os.urandom(n)
+            if n != 16 or 0 not in milenage.f2345(rand)[0]:
+                return rand
+
+    return draw
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -150,7 +170,11 @@ class CscfSippTests(unittest.TestCase):
         i_node, i_core, i_port = self._node()
         s_node, s_core, s_port = self._node()
         self.as_port = free_udp_port()
-        self.hss = Hss(HssConfig(scscf_names=(f"sip:127.0.0.1:{s_port}",)), self.store)
+        self.hss = Hss(
+            HssConfig(scscf_names=(f"sip:127.0.0.1:{s_port}",)),
+            self.store,
+            random_bytes=sipp_answerable_rand(K.encode(), OP.encode()),
+        )
         as_uri = f"sip:127.0.0.1:{self.as_port}"
 
         def provision(txn: Any) -> None:
@@ -369,11 +393,6 @@ class CscfSippTests(unittest.TestCase):
         auth = f"[authentication username=bob@ims.example.org aka_K={K} aka_OP={OP}]"
         flow = register_flow("bob", "200", auth, check=True, assign=False)
         result = yield self.ue("aka", flow, "-auth_uri", "ims.example.org")
-        if result[2] != 0 and b"403 Authentication Failed" in result[0] + result[1]:
-            # KNOWN INTERMITTENT (open, issue 4): now and then the S-CSCF refuses sipp's
-            # AKAv1-MD5 answer (seen 3 times in 8 runs once, then 0 in 18). One new
-            # registration, with a new AKA vector, before the test fails.
-            result = yield self.ue("aka-again", flow, "-auth_uri", "ims.example.org")
         self.assertSippOk(result)
         self.assertIsNotNone(self.scscf.registrar.find("sip:bob@ims.example.org"))
         yield self.check_capture()
