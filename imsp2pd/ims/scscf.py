@@ -77,6 +77,8 @@ from imsp2pd.store import Collection, Migration
 log = Logger()
 
 REGISTRATIONS = "scscf_registrations"
+#: challenges awaiting an answer at most (the oldest are dropped beyond it)
+MAX_PENDING_AUTH = 100_000
 MIGRATIONS = (Migration("scscf-0001-registrations", (Collection(REGISTRATIONS, ("impi",)),)),)
 
 
@@ -558,9 +560,15 @@ class Scscf:
         d.addCallbacks(answered, lambda f: self._cx_failed(ctx, f))
 
     def _trim_pending(self, now: float) -> None:
+        """Forget expired challenges: the dict is in creation order, so only
+        its head is looked at (a full scan per REGISTER was quadratic)."""
         limit = now - self.config.nonce_lifetime
-        for nonce in [n for n, p in self._pending_auth.items() if p.created < limit]:
-            del self._pending_auth[nonce]
+        pending = self._pending_auth
+        while pending:
+            nonce = next(iter(pending))
+            if pending[nonce].created >= limit and len(pending) <= MAX_PENDING_AUTH:
+                break
+            del pending[nonce]
 
     def _cx_failed(self, ctx: int, failure: Any) -> None:
         log.warn("Cx request failed: {why}", why=failure.getErrorMessage())

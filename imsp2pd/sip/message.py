@@ -8,6 +8,7 @@ of the common headers are computed on first use.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
@@ -90,8 +91,15 @@ BRANCH_MAGIC = "z9hG4bK"
 _M = TypeVar("_M", bound="Message")
 
 
+_BRANCH_PREFIX = BRANCH_MAGIC + secrets.token_hex(4)
+_branch_seq = itertools.count(1)
+
+
 def new_branch() -> str:
-    return BRANCH_MAGIC + secrets.token_hex(8)
+    """A branch unique in space and time (§8.1.1.7): a random prefix per
+    process and a counter; it need not be unpredictable (tags and Call-IDs,
+    which must, stay random)."""
+    return f"{_BRANCH_PREFIX}{next(_branch_seq):x}"
 
 
 def new_tag() -> str:
