@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import tempfile
 from collections.abc import Callable
@@ -32,7 +31,9 @@ from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.store import SQLiteStore
 
-from .test_sip_sipp import SIPP, TSHARK, _Capture, _settle
+from . import tshark
+from .test_sip_sipp import SIPP, _settle
+from .tshark import TSHARK, LiveCapture
 
 D = default_dictionary()
 PSI = "sip:content@ims.example.org"
@@ -161,7 +162,7 @@ class CscfSippTests(unittest.TestCase):
         if SIPP is None:
             raise unittest.SkipTest("sipp not installed (Debian package sip-tester)")
         if TSHARK is None:
-            raise unittest.SkipTest("tshark not installed (Debian package tshark)")
+            raise unittest.SkipTest(tshark.MISSING)
         self.tmp = Path(tempfile.mkdtemp(prefix="cscf-sipp-"))
         self.nodes: list[SipNode] = []
         self.store = SQLiteStore(self.tmp / "lab.sqlite")
@@ -237,21 +238,12 @@ class CscfSippTests(unittest.TestCase):
 
     def _start_capture(self) -> defer.Deferred[None]:
         self.pcap = self.tmp / "cscf.pcap"
-        flt = " or ".join(f"port {p}" for p in self.ports)
-        self.capture = _Capture()
-        self.capture_proc = reactor.spawnProcess(
-            self.capture,
-            TSHARK,
-            [TSHARK, "-i", "lo", "-f", flt, "-w", str(self.pcap)],
-            env=os.environ.copy(),
-        )
-        return self.capture.started
+        self.capture = LiveCapture()
+        return self.capture.start(self.pcap, self.ports)
 
     @defer.inlineCallbacks
     def tearDown(self) -> Any:
-        if not self.capture.ended.called:
-            self.capture_proc.signalProcess(signal.SIGTERM)
-            yield self.capture.ended
+        yield self.capture.stop()
         yield defer.gatherResults([n.stop() for n in self.nodes])
         self.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -296,42 +288,14 @@ class CscfSippTests(unittest.TestCase):
     @defer.inlineCallbacks
     def check_capture(self) -> Any:
         yield _settle(0.3)
-        self.capture_proc.signalProcess(signal.SIGTERM)
-        yield self.capture.ended
-        decode: list[str] = []
-        for p in self.ports:
-            decode += ["-d", f"udp.port=={p},sip"]
-        bad, err, code = yield getProcessOutputAndValue(
-            TSHARK,
-            [
-                "-r",
-                str(self.pcap),
-                *decode,
-                "-Y",
-                "_ws.malformed || _ws.expert.severity >= warning",
-            ],
-            env=os.environ.copy(),
+        yield self.capture.stop()
+        decode = tshark.decode_as(self.ports, "sip")
+        bad = yield tshark.problems_async(self.pcap, decode)
+        self.assertEqual(bad, "")
+        out = yield tshark.fields_async(
+            self.pcap, decode, "sip.Method", "sip.Status-Code", display_filter="sip"
         )
-        self.assertEqual(code, 0, err)
-        self.assertEqual(bad.decode().strip(), "")
-        out, _, _ = yield getProcessOutputAndValue(
-            TSHARK,
-            [
-                "-r",
-                str(self.pcap),
-                *decode,
-                "-Y",
-                "sip",
-                "-T",
-                "fields",
-                "-e",
-                "sip.Method",
-                "-e",
-                "sip.Status-Code",
-            ],
-            env=os.environ.copy(),
-        )
-        return out.decode()
+        return out
 
     @defer.inlineCallbacks
     def test_md5_registration_then_purchase_message_to_the_as(self) -> Any:

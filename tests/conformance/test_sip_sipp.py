@@ -161,10 +161,6 @@ class StripIdentityProxy:
         return []
 
 
-# test_cscf_sipp imports these from here (TSHARK and _Capture until it uses .tshark itself).
-_Capture = LiveCapture
-
-
 class SippConformanceTests(unittest.TestCase):
     timeout = 120
 
