@@ -327,19 +327,23 @@ def parse_header_params(text: str, what: str) -> Params:
 
 
 _PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+_T = r"[A-Za-z0-9\-.!%*_+`'~]+"  # token
+_V = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"  # what _param_value_ok accepts
 #: ``;name[=value]`` repeated, names tokens and values what
 #: :func:`_param_value_ok` accepts: what :func:`parse_header_params` reads
 #: part by part, in one match
-_SIMPLE_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)+")
+_SIMPLE_PARAMS_RE = re.compile(rf"(?:;{_T}(?:={_V})?)+")
+#: one parameter of a text _SIMPLE_PARAMS_RE matched; a flag has '' for value
+_SIMPLE_PARAM_RE = re.compile(r";([^;=]+)=?([^;]*)")
 
 
 def _split_simple_params(text: str) -> Params:
     """The parameters of a text :data:`_SIMPLE_PARAMS_RE` matched."""
-    out: list[tuple[str, str | None]] = []
-    for item in text[1:].split(";"):
-        name, eq, value = item.partition("=")
-        out.append((name, value if eq else None))
-    return tuple(out)
+    pairs: list[tuple[str, str | None]] = _SIMPLE_PARAM_RE.findall(text)
+    if text.count("=") != len(pairs):
+        # flags: a value is never empty here, so '' is a flag's
+        return tuple([(n, v or None) for n, v in pairs])
+    return tuple(pairs)
 
 
 def _param_value_ok(value: str) -> bool:
@@ -480,10 +484,13 @@ class Via:
 
 
 #: the usual Via, ``SIP/2.0/transport host[:port]`` then parameters without
-#: quotes or whitespace; anything else goes the careful way
+#: quotes or whitespace, none of which parse_via would refuse (a branch with
+#: a value, an rport without or with digits, no ttl); anything else goes the
+#: careful way
 _VIA_FAST_RE = re.compile(
     r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
-    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+    rf"((?:;(?:(?i:branch)={_V}|(?i:rport)(?:=[0-9]+)?"
+    rf"|(?!(?i:branch|rport|ttl)(?:[=;]|$)){_T}(?:={_V})?))*)"
 )
 
 
@@ -498,7 +505,6 @@ def parse_via(text: str) -> Via:
         port = None if port_text is None else int(port_text)
         if (port is None or port <= 65535) and is_valid_host(host):
             params = _split_simple_params(ptext) if ptext else ()
-            _check_via_params(params)
             # every field is valid: the instance is made without the frozen
             # dataclass's __init__ (a setattr per field)
             via: Via = _new(Via)

@@ -37,8 +37,9 @@ _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
 _BAD_CHARS_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-#: the control characters of _BAD_CHARS_RE but CR and LF
-_HEAD_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: every byte but the control characters of _BAD_CHARS_RE other than CR and
+#: LF: what is left of a head without them is empty
+_NOT_CTL = bytes(c for c in range(256) if c in (9, 10, 13) or 0x20 <= c != 0x7F)
 _CL_RE = re.compile(
     rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
 )
@@ -68,20 +69,26 @@ def parse_message(data: bytes, *, stream: bool = False, check_length: bool = Tru
         data = data[i:]
     if not data:
         raise SipParseError("Empty message")
-    head_b, body, terminated = _split_head(data)
-    head = head_b.decode("utf-8", "surrogateescape")
-    # the usual head: CRLF line ends only, no folding, no control character,
-    # no line end last (then no line is empty: the head is cut before the
-    # first empty line)
-    crlf = head.count("\r\n")
+    end = data.find(b"\r\n\r\n")
+    head_b = data[:end]
+    crlf = head_b.count(b"\r\n")
+    # the usual head: CRLF line ends only (then the first CRLFCRLF is the first
+    # empty line, and no line of the head is empty), no folding, no control
+    # character
     plain = (
-        head.count("\n") == crlf
-        and head.count("\r") == crlf
-        and "\r\n " not in head
-        and "\r\n\t" not in head
-        and not head.endswith("\n")
-        and _HEAD_CTL_RE.search(head) is None
+        end >= 0
+        and head_b.count(b"\n") == crlf
+        and head_b.count(b"\r") == crlf
+        and b"\r\n " not in head_b
+        and b"\r\n\t" not in head_b
+        and not head_b.translate(None, _NOT_CTL)
     )
+    if plain:
+        body = data[end + 4 :]
+        terminated = True
+    else:
+        head_b, body, terminated = _split_head(data)
+    head = head_b.decode("utf-8", "surrogateescape")
     lines = head.split("\r\n") if plain else _LINE_SPLIT_RE.split(head)
     is_request, method, status, reason, uri_text, deferred = _parse_start_line(lines[0])
     headers, lnames, fault = _parse_header_lines(lines[1:], plain)
@@ -196,12 +203,13 @@ def _parse_header_lines(
         return [], [], SipParseError("Too many header fields")
     out: list[tuple[str, str]] = []
     lnames: list[str] = []
+    known = _NAME_INFO.get
     for line in raw:
         name, colon, value = line.partition(":")
         if not colon:
             fault = fault or SipParseError(f"Header line without colon: {line[:30]!r}")
             continue
-        info = _name_info(name)
+        info = known(name) or _name_info(name)
         if info is None:
             name = name.rstrip(" \t")
             fault = fault or SipParseError(f"Bad header name {name[:30]!r}")
@@ -212,13 +220,18 @@ def _parse_header_lines(
             fault = fault or SipParseError(f"Control character in {cname}")
             continue
         if is_list:
-            try:
-                items = split_list(value)
-            except SipParseError as exc:
-                fault = fault or SipParseError(f"{exc.reason} ({cname})")
-                continue
-            for item in items:
-                out.append((cname, item))
+            if "," in value or '"' in value or "<" in value or ">" in value or "\\" in value:
+                try:
+                    items = split_list(value)
+                except SipParseError as exc:
+                    fault = fault or SipParseError(f"{exc.reason} ({cname})")
+                    continue
+                for item in items:
+                    out.append((cname, item))
+                    lnames.append(lname)
+            elif value:
+                # one element, nothing to balance: what split_list would give
+                out.append((cname, value))
                 lnames.append(lname)
         else:
             out.append((cname, value))
