@@ -5,7 +5,9 @@ an expression index on ``json_extract(doc, '$.<field>')`` per declared field.
 Migrations are recorded in ``schema_migrations``. Transactions run on a
 single worker thread (so the reactor thread never waits on the disk) with
 ``BEGIN IMMEDIATE`` and ``synchronous=FULL``: a commit is on disk before the
-Deferred fires, so an acknowledged write survives ``kill -9``.
+Deferred fires, so an acknowledged write survives ``kill -9``. The worker
+commits in groups: the transactions queued while one commit is on its way
+to the disk share the next commit, each in its own savepoint.
 
 Without a reactor (unit tests, command-line tools) transactions run inline
 and :meth:`SQLiteStore.transact` returns an already-fired Deferred.
@@ -14,16 +16,18 @@ and :meth:`SQLiteStore.transact` returns an already-fired Deferred.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+from twisted.python.failure import Failure
 
 from imsp2pd.store.interface import Collection, Conflict, Doc, Migration, StoreError
 
@@ -128,24 +132,71 @@ class _SQLiteTxn:
         )
 
 
+@dataclass
+class _Queued:
+    """A transaction waiting for the worker: its function and its Deferred."""
+
+    fn: Callable[[Any], Any]
+    d: Deferred[Any]
+
+
+#: One outcome per transaction of a batch: (succeeded, result or Failure).
+_Outcome = tuple[bool, Any]
+
+
+def _failed(n: int, why: str) -> list[_Outcome]:
+    """``n`` outcomes, each failed with its own :class:`StoreError`."""
+    return [(False, Failure(StoreError(why))) for _ in range(n)]
+
+
 class SQLiteStore:
     """The SQLite implementation of :class:`imsp2pd.store.Store`.
 
     ``reactor`` given: transactions run on one worker thread, started by
     :meth:`start` (the daemon calls it) or lazily by the first transaction.
+    The worker commits in groups: it takes every transaction queued (up to
+    ``max_batch``) and runs them in one ``BEGIN IMMEDIATE``, each inside its
+    own ``SAVEPOINT`` so that one which raises undoes only its own writes,
+    then one ``COMMIT`` (one fsync) for all of them. Only after the commit
+    are the results handed to the reactor, in submission order, with one
+    ``callFromThread`` per batch. A transaction submitted while a batch is
+    committing waits for the next one; a lone transaction commits at once.
     """
 
-    def __init__(self, path: str | Path, reactor: Any = None) -> None:
+    def __init__(self, path: str | Path, reactor: Any = None, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise StoreError("store: max_batch must be at least 1")
         self.path = Path(path)
+        self.max_batch = max_batch
         self._reactor = reactor
-        self._lock = threading.Lock()
         self._known: dict[str, tuple[str, ...]] = {}
-        self._pool: ThreadPool | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        #: Batches committed by the worker, and the transactions in them.
+        self.commits = 0
+        self.committed = 0
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        # _lock serialises use of the connection (the worker's batches,
+        # transact_now, migrate); _cond guards the queues below.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Queued] = deque()
+        self._done: deque[list[tuple[Deferred[Any], _Outcome]]] = deque()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+
+    def _check_fork(self) -> None:
+        """In a forked child, forget the parent's thread, locks and connection."""
+        if self._pid != os.getpid():
+            self._conn = None  # the parent's: never used (nor closed) here
+            self._fresh_state()
 
     def open(self) -> None:
         """Open the file (made if missing). Called lazily; never before a fork."""
+        self._check_fork()
         if self._conn is not None:
             return
         try:
@@ -175,6 +226,7 @@ class SQLiteStore:
     def _run(self, fn: Callable[[_SQLiteTxn], T]) -> T:
         if self._closed:
             raise StoreError(f"store: {self.path} is closed")
+        self._check_fork()
         with self._lock:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
@@ -195,27 +247,162 @@ class SQLiteStore:
                 return succeed(self._run(fn))
             except Exception:
                 return fail()
-        if self._pool is None:
-            self.start()
-        assert self._pool is not None
-        return deferToThreadPool(self._reactor, self._pool, self._run, fn)
+        self._check_fork()
+        if self._worker is None:
+            try:
+                self.start()
+            except StoreError:
+                return fail()
+        d: Deferred[T] = Deferred()
+        with self._cond:
+            self._queue.append(_Queued(fn, d))
+            self._cond.notify()
+        return d
+
+    # -- the worker -----------------------------------------------------------
+
+    def _work(self) -> None:
+        """The worker thread: take what is queued, commit it as one batch, repeat."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+            with self._lock:
+                with self._cond:
+                    n = min(len(self._queue), self.max_batch)
+                    batch = [self._queue.popleft() for _ in range(n)]
+                if not batch:  # close() took them
+                    continue
+                try:
+                    outcomes = self._run_batch([q.fn for q in batch])
+                except BaseException as e:  # a bug here must not kill the worker
+                    self._rollback()
+                    outcomes = _failed(len(batch), f"store: batch failed: {e!r}")
+            with self._cond:
+                self._done.append([(q.d, o) for q, o in zip(batch, outcomes, strict=True)])
+            self._reactor.callFromThread(self._deliver)
+
+    def _deliver(self) -> None:
+        """In the reactor thread: fire the committed batches' Deferreds, in order."""
+        while True:
+            with self._cond:
+                if not self._done:
+                    return
+                fired = self._done.popleft()
+            for d, (ok, value) in fired:
+                if d.called:  # cancelled by its caller: the result is dropped
+                    continue
+                if ok:
+                    d.callback(value)
+                else:
+                    d.errback(value)
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _run_batch(self, fns: list[Callable[[Any], Any]]) -> list[_Outcome]:
+        """Run ``fns`` in one transaction, each in a savepoint; one COMMIT.
+
+        Should the transaction itself break (a savepoint that SQLite dropped,
+        a failed COMMIT), what ran in it so far fails with :class:`StoreError`
+        and the rest goes on in a new transaction.
+        """
+        conn = self.conn
+        txn = _SQLiteTxn(conn, self._known)
+        outcomes: list[_Outcome] = []
+        while len(outcomes) < len(fns):
+            first = len(outcomes)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                outcomes += _failed(len(fns) - first, f"store: cannot begin: {e}")
+                break
+            broken = False
+            while len(outcomes) < len(fns) and not broken:
+                ok, value, broken = self._one(conn, txn, fns[len(outcomes)])
+                outcomes.append((ok, value))
+            if broken:
+                self._rollback()
+                for i in range(first, len(outcomes) - 1):
+                    if outcomes[i][0]:
+                        outcomes[i] = _failed(1, "store: transaction aborted in its batch")[0]
+                continue
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._rollback()
+                outcomes[first:] = _failed(len(outcomes) - first, f"store: commit failed: {e}")
+                continue
+            self.commits += 1
+            self.committed += len(outcomes) - first
+        return outcomes
+
+    @staticmethod
+    def _one(
+        conn: sqlite3.Connection, txn: _SQLiteTxn, fn: Callable[[Any], Any]
+    ) -> tuple[bool, Any, bool]:
+        """One transaction of a batch in its savepoint: (ok, result, transaction broken)."""
+        try:
+            conn.execute("SAVEPOINT txn")
+        except sqlite3.Error as e:
+            return False, Failure(StoreError(f"store: savepoint failed: {e}")), True
+        ok: bool
+        value: Any
+        try:
+            ok, value = True, fn(txn)
+            ends: tuple[str, ...] = ("RELEASE txn",)
+        except Exception:
+            ok, value = False, Failure()
+            ends = ("ROLLBACK TO txn", "RELEASE txn")
+        try:
+            for sql in ends:
+                conn.execute(sql)
+        except sqlite3.Error as e:
+            if ok:
+                ok, value = False, Failure(StoreError(f"store: transaction broken: {e}"))
+            return ok, value, True
+        return ok, value, not conn.in_transaction
 
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
+        self._check_fork()
         self._closed = False
         self.open()
-        if self._reactor is None or self._pool is not None:
+        if self._reactor is None or self._worker is not None:
             return
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="imsp2pd-store")
-        self._pool.start()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="imsp2pd-store", daemon=True)
+        self._worker.start()
         self._reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
     def close(self) -> None:
+        """Stop: finish the batch being committed, fail what is still queued.
+
+        Call it in the reactor thread (as the shutdown trigger does): the
+        Deferreds of the last batch fire here, in order, then the queued
+        ones fail with :class:`StoreError`.
+        """
         self._closed = True
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            pool.stop()
+        self._check_fork()
+        worker, self._worker = self._worker, None
+        with self._cond:
+            self._stopping = True
+            refused = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        self._deliver()
+        for q in refused:
+            q.d.errback(Failure(StoreError(f"store: {self.path} closed before commit")))
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

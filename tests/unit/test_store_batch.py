@@ -1,0 +1,339 @@
+"""Group commit in SQLiteStore: a real worker thread, a stand-in reactor.
+
+The stand-in's ``callFromThread`` queues the call; the test thread plays
+the reactor by running them (``pump``), so no reactor has to run.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from imsp2pd.store import Collection, Conflict, Migration, SQLiteStore, StoreError
+
+M1 = Migration("t-0001", [Collection("things", ("owner",))])
+
+
+class ThreadReactor:
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
+        self.triggers: list[tuple[Any, ...]] = []
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def addSystemEventTrigger(self, *args: Any) -> None:
+        self.triggers.append(args)
+
+    def pump(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        while not done():
+            f, args = self.calls.get(timeout=timeout)
+            f(*args)
+
+
+class Outcomes:
+    """Collects what each Deferred fired with, in firing order."""
+
+    def __init__(self) -> None:
+        self.fired: list[tuple[str, Any]] = []
+
+    def watch(self, d: Deferred[Any], name: str) -> None:
+        d.addCallbacks(
+            lambda r: self.fired.append((name, r)),
+            lambda f: self.fired.append((name, f.value)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.fired)
+
+    def of(self, name: str) -> Any:
+        return dict(self.fired)[name]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[SQLiteStore, ThreadReactor, list[str]]]:
+    reactor = ThreadReactor()
+    s = SQLiteStore(tmp_path / "s.sqlite", reactor)
+    s.migrate([M1])
+    s.start()
+    statements: list[str] = []
+    s.conn.set_trace_callback(statements.append)
+    yield s, reactor, statements
+    s.close()
+
+
+def blocker(s: SQLiteStore) -> tuple[threading.Event, threading.Event, Deferred[Any]]:
+    """A transaction that holds the worker until released (the next batch queues)."""
+    running, release = threading.Event(), threading.Event()
+
+    def fn(txn: Any) -> str:
+        txn.put("things", "blocker", {"owner": "b"})
+        running.set()
+        assert release.wait(10)
+        return "blocker"
+
+    d = s.transact(fn)
+    assert running.wait(10)
+    return running, release, d
+
+
+def put(key: str, value: Any = None) -> Callable[[Any], Any]:
+    def fn(txn: Any) -> Any:
+        txn.put("things", key, {"owner": key})
+        return key if value is None else value
+
+    return fn
+
+
+def read(s: SQLiteStore, key: str) -> Any:
+    return s.transact_now(lambda t: t.get("things", key))
+
+
+def commits(statements: list[str]) -> int:
+    return sum(1 for st in statements if st.strip().upper() == "COMMIT")
+
+
+def test_a_lone_transaction_commits_at_once(store: Any) -> None:
+    s, reactor, statements = store
+    out = Outcomes()
+    out.watch(s.transact(put("a")), "a")
+    reactor.pump(lambda: len(out) == 1)
+    assert out.fired == [("a", "a")]
+    assert (s.commits, s.committed, commits(statements)) == (1, 1, 1)
+
+
+def test_concurrent_transactions_share_one_commit(store: Any) -> None:
+    s, reactor, statements = store
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    names = [f"k{i:02d}" for i in range(40)]
+    for name in names:
+        out.watch(s.transact(put(name, value=name.upper())), name)
+    release.set()
+    reactor.pump(lambda: len(out) == 41)
+    assert out.fired == [("blocker", "blocker")] + [(n, n.upper()) for n in names]
+    assert (s.commits, s.committed) == (2, 41)
+    assert commits(statements) == 2
+    assert s.transact_now(lambda t: t.count("things")) == 41
+
+
+def test_batches_are_bounded(tmp_path: Path) -> None:
+    reactor = ThreadReactor()
+    s = SQLiteStore(tmp_path / "s.sqlite", reactor, max_batch=4)
+    s.migrate([M1])
+    s.start()
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    for i in range(10):
+        out.watch(s.transact(put(f"k{i}")), f"k{i}")
+    release.set()
+    reactor.pump(lambda: len(out) == 11)
+    assert [n for n, _ in out.fired] == ["blocker"] + [f"k{i}" for i in range(10)]
+    assert (s.commits, s.committed) == (1 + 3, 11)
+    s.close()
+    with pytest.raises(StoreError):
+        SQLiteStore(tmp_path / "x.sqlite", reactor, max_batch=0)
+
+
+def test_a_failing_transaction_undoes_only_its_own_writes(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+
+    def half(txn: Any) -> None:
+        txn.put("things", "half", {"owner": "h"})
+        txn.delete("things", "blocker")
+        raise RuntimeError("boom")
+
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    out.watch(s.transact(put("before")), "before")
+    out.watch(s.transact(half), "half")
+    out.watch(s.transact(put("after")), "after")
+    release.set()
+    reactor.pump(lambda: len(out) == 4)
+    assert [n for n, _ in out.fired] == ["blocker", "before", "half", "after"]
+    assert isinstance(out.of("half"), RuntimeError)
+    assert read(s, "half") is None
+    assert read(s, "blocker") == {"owner": "b"}
+    assert read(s, "before") == {"owner": "before"}
+    assert read(s, "after") == {"owner": "after"}
+    assert s.commits == 2
+
+
+def test_a_conflict_in_a_batch_is_isolated(store: Any) -> None:
+    s, reactor, _ = store
+    s.transact_now(lambda t: t.put("things", "taken", {"owner": "first"}))
+    out = Outcomes()
+
+    def clash(txn: Any) -> None:
+        txn.put("things", "side", {"owner": "clash"})
+        txn.insert("things", "taken", {"owner": "second"})
+
+    def fresh(txn: Any) -> str:
+        txn.insert("things", "new", {"owner": "n"})
+        return "ok"
+
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    out.watch(s.transact(clash), "clash")
+    out.watch(s.transact(fresh), "fresh")
+    release.set()
+    reactor.pump(lambda: len(out) == 3)
+    assert isinstance(out.of("clash"), Conflict)
+    assert out.of("fresh") == "ok"
+    assert read(s, "taken") == {"owner": "first"}
+    assert read(s, "side") is None
+    assert read(s, "new") == {"owner": "n"}
+
+
+def test_callbacks_fire_in_submission_order_across_batches(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    names = [f"k{i:03d}" for i in range(300)]
+    for i, name in enumerate(names):
+        fn = put(name) if i % 7 else (lambda t: 1 / 0)
+        out.watch(s.transact(fn), name)
+    reactor.pump(lambda: len(out) == len(names))
+    assert [n for n, _ in out.fired] == names
+    assert s.committed == len(names)
+    assert s.commits < len(names)
+
+
+def test_committed_batches_survive_a_reopen(tmp_path: Path) -> None:
+    reactor = ThreadReactor()
+    s = SQLiteStore(tmp_path / "s.sqlite", reactor)
+    s.migrate([M1])
+    out = Outcomes()
+    for i in range(50):
+        out.watch(s.transact(put(f"k{i}")), f"k{i}")
+    reactor.pump(lambda: len(out) == 50)
+    s2 = SQLiteStore(tmp_path / "s.sqlite")  # a second connection sees it on disk
+    assert s2.transact_now(lambda t: t.count("things")) == 50
+    s2.close()
+    s.close()
+    s3 = SQLiteStore(tmp_path / "s.sqlite")
+    assert s3.transact_now(lambda t: t.get("things", "k49")) == {"owner": "k49"}
+    s3.close()
+
+
+def test_close_finishes_the_running_batch_and_fails_the_queued(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    for i in range(5):
+        out.watch(s.transact(put(f"k{i}")), f"k{i}")
+    threading.Timer(0.05, release.set).start()
+    s.close()
+    assert len(out) == 6  # all fired inside close(), in order
+    assert out.fired[0] == ("blocker", "blocker")
+    assert [n for n, _ in out.fired[1:]] == [f"k{i}" for i in range(5)]
+    for _, value in out.fired[1:]:
+        assert isinstance(value, StoreError) and "closed" in str(value)
+    late = Outcomes()
+    late.watch(s.transact(put("late")), "late")
+    assert isinstance(late.of("late"), StoreError)
+    with pytest.raises(StoreError, match="closed"):
+        read(s, "blocker")
+    reactor.pump(lambda: reactor.calls.empty(), timeout=0.1)
+    s2 = SQLiteStore(s.path)
+    assert s2.transact_now(lambda t: t.count("things")) == 1
+    s2.close()
+
+
+def test_transact_now_does_not_interleave_with_a_batch(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    seen: list[Any] = []
+    t = threading.Thread(target=lambda: seen.append(read(s, "blocker")))
+    t.start()
+    t.join(0.1)
+    assert t.is_alive() and not seen  # waits for the batch's lock
+    release.set()
+    t.join(10)
+    assert seen == [{"owner": "b"}]
+    reactor.pump(lambda: len(out) == 1)
+
+
+class FlakyConn:
+    """Wraps a connection; the ``n``-th execution of ``sql`` raises."""
+
+    def __init__(self, conn: sqlite3.Connection, sql: str, n: int = 1) -> None:
+        self._conn, self._sql, self._left = conn, sql, n
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == self._sql:
+            self._left -= 1
+            if self._left == 0:
+                raise sqlite3.OperationalError(f"injected failure of {sql}")
+        return self._conn.execute(sql, *args)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def test_a_failed_commit_fails_the_whole_batch_and_keeps_nothing(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    for i in range(3):
+        out.watch(s.transact(put(f"k{i}")), f"k{i}")
+    # the blocker's batch holds the real connection: the next batch's COMMIT fails
+    s._conn = FlakyConn(s._conn, "COMMIT")
+    release.set()
+    reactor.pump(lambda: len(out) == 4)
+    assert out.of("blocker") == "blocker"
+    for i in range(3):
+        assert isinstance(out.of(f"k{i}"), StoreError)
+        assert read(s, f"k{i}") is None
+    s._conn = s._conn._conn
+
+
+def test_a_broken_transaction_fails_its_batch_so_far_and_the_rest_goes_on(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    for i in range(3):
+        out.watch(s.transact(put(f"k{i}")), f"k{i}")
+    # the blocker's batch holds the real connection: k1's RELEASE fails
+    s._conn = FlakyConn(s._conn, "RELEASE txn", n=2)
+    release.set()
+    reactor.pump(lambda: len(out) == 4)
+    s._conn = s._conn._conn
+    assert out.of("blocker") == "blocker"
+    assert isinstance(out.of("k0"), StoreError)
+    assert isinstance(out.of("k1"), StoreError)
+    assert out.of("k2") == "k2"
+    assert [read(s, f"k{i}") is None for i in range(3)] == [True, True, False]
+
+
+def test_a_cancelled_deferred_is_skipped(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    _, release, first = blocker(s)
+    out.watch(first, "blocker")
+    d = s.transact(put("c"))
+    d.addErrback(lambda f: None)
+    d.cancel()
+    out.watch(s.transact(put("after")), "after")
+    release.set()
+    reactor.pump(lambda: len(out) == 2)
+    assert out.of("after") == "after"
+    assert read(s, "c") == {"owner": "c"}  # committed all the same
