@@ -56,6 +56,35 @@ def sanitize_from_ue(request: Request) -> Request:
     return request.remove_header(*UNTRUSTED_FROM_UE)
 
 
+def ue_response_filter(
+    associated: tuple[str, ...], called: str | None
+) -> Callable[[Response], Response]:
+    """What a UE's responses to a request from the network go through: the
+    trusted headers and P-Preferred-Identity removed and, on a 1xx (but 100)
+    or 2xx, a P-Asserted-Identity inserted (TS 24.229 §5.2.6.4): the
+    preferred identity when it is one of the UE's, else the identity it was
+    called on (P-Called-Party-ID) when it is one of them, else its default."""
+    ordered = associated
+    if called is not None:
+        try:
+            called_aor = parse_name_addr(called).uri.aor()
+        except SipParseError:
+            called_aor = None
+        first = [i for i in associated if _aor(i) == called_aor]
+        ordered = (*first, *(i for i in associated if i not in first))
+
+    def apply(response: Response) -> Response:
+        preferred = response.get_all("P-Preferred-Identity")
+        out = response.remove_header(*UNTRUSTED_FROM_UE, "P-Preferred-Identity")
+        if 100 < response.status < 300:
+            identity = asserted_identity(preferred, ordered)
+            if identity is not None:
+                out = out.append_header("P-Asserted-Identity", f"<{identity}>")
+        return out
+
+    return apply
+
+
 def charging_vector(host: str, icid: str | None = None) -> str:
     """A P-Charging-Vector with a fresh icid (RFC 7315 §4.6)."""
     return f"icid-value={icid or secrets.token_hex(16)};icid-generated-at={host}"
@@ -280,13 +309,14 @@ class Pcscf:
         target = Target(s.transport, s.host, s.port, s.flow)
         out = req.remove_header("P-Charging-Function-Addresses")
         # what the UE answers flows into the network: it may assert nothing
+        # itself; we assert the identity it was called on (TS 24.229 §5.2.6.4)
         return self.core.forward(
             event.ctx,
             out,
             now,
             record_route=True,
             target=target,
-            strip_from_responses=UNTRUSTED_FROM_UE,
+            response_filter=ue_response_filter(ue.associated, req.get("P-Called-Party-ID")),
         )
 
     def flow_closed(self, flow: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imsp2pd.sip.errors import SipParseError
@@ -52,6 +53,9 @@ from imsp2pd.sip.uri import URI, SipURI
 
 UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests go over a congestion-controlled transport
 DEFAULT_MAX_FORWARDS = 70
+
+#: what a TU does to every response relayed upstream on a context
+ResponseFilter = Callable[[Response], Response]
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,8 @@ class _ServerCtx:
     intercept: bool = False
     answered: bool = False
     cancelled: bool = False
-    #: headers removed from every response relayed upstream on this context
-    strip_from_responses: tuple[str, ...] = ()
+    #: applied to every response relayed upstream on this context
+    response_filter: ResponseFilter | None = None
 
 
 @dataclass
@@ -187,8 +191,8 @@ class _ClientCtx:
     server_ctx: int | None = None
     uac_handle: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
-    #: headers removed from a response relayed upstream (from the server ctx)
-    strip_from_responses: tuple[str, ...] = ()
+    #: the server context's response filter, for a late 2xx after it ended
+    response_filter: ResponseFilter | None = None
 
 
 def response_target(response: Response, source: Source | None) -> Target:
@@ -423,14 +427,18 @@ class SipCore:
             return []
         return self._run_client(tx, tx.receive(response, now), now)
 
-    def _forward_stray_response(self, response: Response, strip: tuple[str, ...]) -> list[Output]:
+    def _forward_stray_response(
+        self, response: Response, response_filter: ResponseFilter | None
+    ) -> list[Output]:
         """A 2xx retransmission of an INVITE whose server transaction is
-        over (RFC 6026): strip our Via (and ``strip``, what the branch's
-        server context removed) and send it on statelessly."""
+        over (RFC 6026): without our Via and through the filter of the
+        branch's server context, sent on statelessly."""
         vias = response.vias
         if len(vias) < 2 or not self.is_local(SipURI(host=vias[0].host, port=vias[0].port)):
             return []
-        upstream = response.remove_first("Via").remove_header(*strip)
+        upstream = response.remove_first("Via")
+        if response_filter is not None:
+            upstream = response_filter(upstream)
         return [Transmit(upstream, response_target(upstream, None))]
 
     # -- TU calls ---------------------------------------------------------
@@ -478,13 +486,13 @@ class SipCore:
         record_route: bool = False,
         intercept: bool = False,
         target: Target | None = None,
-        strip_from_responses: tuple[str, ...] = (),
+        response_filter: ResponseFilter | None = None,
     ) -> list[Output]:
         """Proxy ``request`` (the TU may have changed its Request-URI and
         headers) for the server transaction ``ctx`` (§16.6).  Every response
-        relayed back upstream loses the headers named in
-        ``strip_from_responses`` (a P-CSCF removing what a UE may not assert,
-        RFC 3325 §5)."""
+        relayed back upstream goes through ``response_filter`` (a P-CSCF
+        removing what a UE may not assert and asserting its identity instead,
+        RFC 3325 §5, TS 24.229 §5.2.6.4)."""
         sc = self._servers.get(ctx)
         if sc is None or sc.answered:
             return []
@@ -496,7 +504,7 @@ class SipCore:
             target = uri_target(hop, default_transport="UDP")
         prepared, target = self._add_via(prepared, target, sc.tx.request)
         sc.intercept = intercept
-        sc.strip_from_responses = strip_from_responses
+        sc.response_filter = response_filter
         return self._start_client(prepared, target, now, server_ctx=ctx)
 
     def forward_ack(self, ack: Request, source: Source, now: float) -> list[Output]:
@@ -609,7 +617,7 @@ class SipCore:
             sc = self._servers[server_ctx]
             sc.branch = tx.key
             sc.branch_target = target
-            cc.strip_from_responses = sc.strip_from_responses
+            cc.response_filter = sc.response_filter
         self.table.add_client(tx)
         return self._run_client(tx, tx.start(now), now)
 
@@ -743,7 +751,7 @@ class SipCore:
             # the server transaction is gone: a late 2xx of an INVITE goes
             # upstream statelessly (RFC 6026); anything else has been answered
             if cc.tx.is_invite and 200 <= response.status < 300:
-                return self._forward_stray_response(response, cc.strip_from_responses)
+                return self._forward_stray_response(response, cc.response_filter)
             return []
         if sc.intercept and response.status >= 200:
             return [BranchResponse(sc.ctx, response)]
@@ -756,8 +764,8 @@ class SipCore:
         if sc is None or response.status == 100:
             return []
         upstream = response.remove_first("Via")
-        for name in sc.strip_from_responses:
-            upstream = upstream.remove_header(name)
+        if sc.response_filter is not None:
+            upstream = sc.response_filter(upstream)
         if upstream.status == 503:
             upstream = Response(
                 upstream.headers, upstream.body, status=500, reason="Server Internal Error"

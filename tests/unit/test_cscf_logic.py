@@ -239,7 +239,47 @@ def test_pcscf_strips_trusted_headers_from_ue_responses() -> None:
             (up,) = core.receive(resp, ue, 0.1)
             assert isinstance(up, Transmit) and up.target.port == 6060
             assert up.message.status == status and up.message.get("X-Keep") == "1"
-            assert not {n for n, _ in up.message.headers} & set(UNTRUSTED_FROM_UE)
+            # only the identity the network asserts for the UE (TS 24.229 §5.2.6.4)
+            assert up.message.get_all("P-Asserted-Identity") == ["<sip:alice@ims.example.org>"]
+            names = {n for n, _ in up.message.headers} - {"P-Asserted-Identity"}
+            assert not names & set(UNTRUSTED_FROM_UE)
+
+
+def test_pcscf_asserts_the_preferred_or_called_identity_on_ue_responses() -> None:
+    """The UE may prefer one of its identities (P-Preferred-Identity, then
+    removed); without one, the identity it was called on is asserted; a
+    preferred identity that is not the UE's is ignored; a 4xx asserts none."""
+    pcscf, core, ue = _pcscf_with_ue()
+    pcscf.ues.put(
+        UeBinding(
+            "sip:alice@127.0.0.5:5060",
+            ue,
+            ("sip:alice@ims.example.org", "sip:alice.work@ims.example.org", "tel:+15551234"),
+            ("<sip:orig@127.0.0.1:6060;lr>",),
+            3600.0,
+        )
+    )
+    scscf = Source("UDP", "127.0.0.1", 6060)
+    cases = (
+        (200, (("P-Preferred-Identity", "<tel:+15551234>"),), ["<tel:+15551234>"]),
+        (200, (), ["<sip:alice.work@ims.example.org>"]),
+        (
+            200,
+            (("P-Preferred-Identity", "<sip:bob@ims.example.org>"),),
+            ["<sip:alice.work@ims.example.org>"],
+        ),
+        (486, (), []),
+    )
+    for i, (status, extra, asserted) in enumerate(cases):
+        req = _from_core("MESSAGE", branch=f"z9hG4bKcalled{i}").append_header(
+            "P-Called-Party-ID", "<sip:alice.work@ims.example.org>"
+        )
+        (event,) = [e for e in core.receive(req, scscf, 0.0) if not isinstance(e, Transmit)]
+        (down,) = pcscf.on_event(event, 0.0)
+        resp = make_response(down.message, status, to_tag="ue", extra=extra)
+        (up,) = core.receive(resp, ue, 0.1)
+        assert up.message.get_all("P-Asserted-Identity") == asserted, (status, extra)
+        assert up.message.get("P-Preferred-Identity") is None
 
 
 def test_pcscf_keeps_the_network_headers_of_register_responses() -> None:
