@@ -175,6 +175,7 @@ class SQLiteStore:
         #: Batches committed by the worker, and the transactions in them.
         self.commits = 0
         self.committed = 0
+        self._orphans: list[sqlite3.Connection] = []
         self._fresh_state()
 
     def _fresh_state(self) -> None:
@@ -191,7 +192,9 @@ class SQLiteStore:
     def _check_fork(self) -> None:
         """In a forked child, forget the parent's thread, locks and connection."""
         if self._pid != os.getpid():
-            self._conn = None  # the parent's: never used (nor closed) here
+            if self._conn is not None:  # the parent's: never used, nor closed, here
+                self._orphans.append(self._conn)
+            self._conn = None
             self._fresh_state()
 
     def open(self) -> None:

@@ -6,6 +6,7 @@ the reactor by running them (``pump``), so no reactor has to run.
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
@@ -337,3 +338,29 @@ def test_a_cancelled_deferred_is_skipped(store: Any) -> None:
     reactor.pump(lambda: len(out) == 2)
     assert out.of("after") == "after"
     assert read(s, "c") == {"owner": "c"}  # committed all the same
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_worker_and_connection(store: Any) -> None:
+    s, reactor, _ = store
+    out = Outcomes()
+    out.watch(s.transact(put("parent")), "parent")
+    reactor.pump(lambda: len(out) == 1)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's worker thread is not here
+        code = 1
+        try:
+            child = ThreadReactor()
+            s._reactor = child
+            mine = Outcomes()
+            mine.watch(s.transact(put("child")), "child")
+            child.pump(lambda: len(mine) == 1, timeout=5)
+            code = 0 if mine.of("child") == "child" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert read(s, "child") == {"owner": "child"}
+    out.watch(s.transact(put("again")), "again")
+    reactor.pump(lambda: len(out) == 2)
+    assert out.of("again") == "again"
