@@ -20,6 +20,7 @@ from imsp2pd.sip.uri import (
     _cached_param,
     _drop_param,
     _set_param,
+    _split_simple_params,
     is_valid_host,
     parse_uri,
     split_hostport,
@@ -333,17 +334,6 @@ _V = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"  # what _param_value_ok accepts
 #: :func:`_param_value_ok` accepts: what :func:`parse_header_params` reads
 #: part by part, in one match
 _SIMPLE_PARAMS_RE = re.compile(rf"(?:;{_T}(?:={_V})?)+")
-#: one parameter of a text _SIMPLE_PARAMS_RE matched; a flag has '' for value
-_SIMPLE_PARAM_RE = re.compile(r";([^;=]+)=?([^;]*)")
-
-
-def _split_simple_params(text: str) -> Params:
-    """The parameters of a text :data:`_SIMPLE_PARAMS_RE` matched."""
-    pairs: list[tuple[str, str | None]] = _SIMPLE_PARAM_RE.findall(text)
-    if text.count("=") != len(pairs):
-        # flags: a value is never empty here, so '' is a flag's
-        return tuple([(n, v or None) for n, v in pairs])
-    return tuple(pairs)
 
 
 def _param_value_ok(value: str) -> bool:
@@ -394,9 +384,28 @@ class NameAddr:
         return self.param("tag")
 
 
+_new = object.__new__
+
+#: the usual name-addr: ``<URI>`` without display name, then plain parameters
+_NAME_ADDR_FAST_RE = re.compile(rf"<([^<> \t\"]+)>((?:;{_T}(?:={_V})?)*)")
+
+
 @lru_cache(maxsize=8192)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse a name-addr or addr-spec with header parameters."""
+    m = _NAME_ADDR_FAST_RE.fullmatch(text)
+    if m is not None:
+        uri_text, ptext = m.groups()
+        na: NameAddr = _new(NameAddr)
+        d = na.__dict__
+        d["uri"] = parse_uri(uri_text)
+        d["display"] = None
+        d["params"] = _split_simple_params(ptext) if ptext else ()
+        return na
+    return _parse_name_addr(text)
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     s = text.strip(" \t")
     if not s:
         raise SipParseError("Empty address")
@@ -420,7 +429,7 @@ def parse_name_addr(text: str) -> NameAddr:
         if gt < 0:
             raise SipParseError("Unterminated '<' in address")
         uri_text = s[lt + 1 : gt]
-        if any(c in uri_text for c in " \t<"):
+        if " " in uri_text or "\t" in uri_text or "<" in uri_text:
             raise SipParseError("Whitespace inside '<>' of address")
         uri = parse_uri(uri_text)
         rest = s[gt + 1 :]
@@ -492,9 +501,6 @@ _VIA_FAST_RE = re.compile(
     rf"((?:;(?:(?i:branch)={_V}|(?i:rport)(?:=[0-9]+)?"
     rf"|(?!(?i:branch|rport|ttl)(?:[=;]|$)){_T}(?:={_V})?))*)"
 )
-
-
-_new = object.__new__
 
 
 @lru_cache(maxsize=8192)

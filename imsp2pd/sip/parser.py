@@ -248,6 +248,7 @@ _REQUIRED = (
     ("Call-ID", "call-id"),
     ("CSeq", "cseq"),
 )
+_REQUIRED_NAMES = frozenset(ln for _, ln in _REQUIRED)
 
 
 def _build(
@@ -261,15 +262,14 @@ def _build(
     body: bytes,
     check_length: bool,
 ) -> SipMessage:
-    counts: dict[str, int] = {}
-    for ln in lnames:
-        counts[ln] = counts.get(ln, 0) + 1
-    if len(counts) < len(lnames):
-        for ln, count in counts.items():
-            if count > 1 and ln in SINGLE_HEADERS:
+    # the names present, in the order they first appear
+    present = dict.fromkeys(lnames)
+    if len(present) < len(lnames):
+        for ln in present:
+            if ln in SINGLE_HEADERS and lnames.count(ln) > 1:
                 raise SipParseError(f"Multiple {canonical_name(ln)} header fields")
     headers: HeaderFields
-    if "content-length" in counts:
+    if "content-length" in present:
         # at most one: a second was refused above
         i = lnames.index("content-length")
         cl_value = fields[i][1]
@@ -282,9 +282,10 @@ def _build(
             body = body[:length]
     else:
         headers = tuple(fields)
-    for name, ln in _REQUIRED:
-        if ln not in counts:
-            raise SipParseError(f"Missing {name} header")
+    if not _REQUIRED_NAMES <= present.keys():
+        for name, ln in _REQUIRED:
+            if ln not in present:
+                raise SipParseError(f"Missing {name} header")
     vias = []
     parsed: dict[str, object] = {}
     checked = _CHECKED

@@ -297,9 +297,48 @@ class AbsoluteURI:
 URI = SipURI | TelURI | AbsoluteURI
 
 
+_PC = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"  # paramchars without escapes
+#: the usual SIP URI: ``sip[s]:[user@]host[:port]`` and parameters, without
+#: escapes, password, headers or IPv6 reference; anything else goes the
+#: careful way
+_SIP_FAST_RE = re.compile(
+    r"([Ss][Ii][Pp][Ss]?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9.\-]+)"
+    rf"(?::([0-9]{{1,5}}))?((?:;{_PC}(?:={_PC})?)*)"
+)
+#: one parameter of a text of plain parameters; a flag has '' for value
+_SIMPLE_PARAM_RE = re.compile(r";([^;=]+)=?([^;]*)")
+_new = object.__new__
+
+
+def _split_simple_params(text: str) -> Params:
+    """``;name[=value]...`` where no value is empty and none holds ``=`` or
+    ``;`` (what a pattern has checked) as parameters."""
+    pairs: list[tuple[str, str | None]] = _SIMPLE_PARAM_RE.findall(text)
+    if text.count("=") != len(pairs):
+        # flags: a value is never empty here, so '' is a flag's
+        return tuple([(n, v or None) for n, v in pairs])
+    return tuple(pairs)
+
+
 @lru_cache(maxsize=8192)
 def parse_uri(text: str) -> URI:
     """Parse a URI; raises :class:`SipParseError` naming the fault."""
+    m = _SIP_FAST_RE.fullmatch(text)
+    if m is not None:
+        scheme, user, host, port_text, ptext = m.groups()
+        port = None if port_text is None else int(port_text)
+        if (port is None or port <= 65535) and is_valid_host(host):
+            # every field is valid: made without the frozen __init__
+            uri: SipURI = _new(SipURI)
+            d = uri.__dict__
+            d["host"] = host
+            d["user"] = user
+            d["password"] = None
+            d["port"] = port
+            d["params"] = _split_simple_params(ptext) if ptext else ()
+            d["headers"] = ()
+            d["scheme"] = scheme
+            return uri
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME_RE.fullmatch(scheme):
         raise _bad(f"no scheme in {text[:80]!r}")
