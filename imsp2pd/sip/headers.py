@@ -364,8 +364,13 @@ class NameAddr:
     params: Params = ()
 
     def __str__(self) -> str:
-        head = f"{quote(self.display)} " if self.display is not None else ""
-        return f"{head}<{self.uri}>{format_header_params(self.params)}"
+        # computed once: the value is frozen
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            head = f"{quote(self.display)} " if self.display is not None else ""
+            text = f"{head}<{self.uri}>{format_header_params(self.params)}"
+            self.__dict__["_text"] = text
+        return text
 
     def param(self, name: str) -> str | None:
         return unquote_param(_cached_param(self, self.params, name))
@@ -458,10 +463,14 @@ class Via:
     protocol: str = "SIP/2.0"
 
     def __str__(self) -> str:
-        port = f":{self.port}" if self.port is not None else ""
-        return (
-            f"{self.protocol}/{self.transport} {self.host}{port}{format_header_params(self.params)}"
-        )
+        # computed once: the value is frozen
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            port = f":{self.port}" if self.port is not None else ""
+            params = format_header_params(self.params)
+            text = f"{self.protocol}/{self.transport} {self.host}{port}{params}"
+            self.__dict__["_text"] = text
+        return text
 
     def param(self, name: str) -> str | None:
         return unquote_param(_cached_param(self, self.params, name))

@@ -226,16 +226,23 @@ class SipURI:
     @property
     def host_bare(self) -> str:
         """The host without IPv6 brackets, lowercased."""
-        h = self.host[1:-1] if self.host.startswith("[") else self.host
-        return h.lower()
+        bare: str | None = self.__dict__.get("_host_bare")
+        if bare is None:
+            h = self.host[1:-1] if self.host.startswith("[") else self.host
+            bare = self.__dict__["_host_bare"] = h.lower()
+        return bare
 
     def aor(self) -> str:
         """The address of record: ``scheme:user@host`` lowercased in its
         case-insensitive parts, without port, parameters or headers."""
-        user = unquote(self.user) if self.user is not None else None
-        host = self.host.lower()
-        scheme = self.scheme.lower()
-        return f"{scheme}:{user}@{host}" if user is not None else f"{scheme}:{host}"
+        aor: str | None = self.__dict__.get("_aor")
+        if aor is None:
+            user = unquote(self.user) if self.user is not None else None
+            host = self.host.lower()
+            scheme = self.scheme.lower()
+            aor = f"{scheme}:{user}@{host}" if user is not None else f"{scheme}:{host}"
+            self.__dict__["_aor"] = aor
+        return aor
 
 
 @dataclass(frozen=True)
