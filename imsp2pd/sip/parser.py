@@ -33,6 +33,11 @@ from imsp2pd.sip.uri import parse_uri
 MAX_MESSAGE = 1 << 20
 MAX_HEADERS = 512
 
+#: request methods known to be tokens
+_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER"
+    " MESSAGE UPDATE".split()
+)
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
@@ -131,7 +136,7 @@ def _parse_start_line(
         return False, None, int(code), reason, "", None
     parts = line.split(" ")
     method = parts[0]
-    if not is_token(method):
+    if method not in _METHODS and not is_token(method):
         raise SipParseError("Bad method in request line", is_request=True)
     if len(parts) != 3 or not all(parts):
         return True, method, 0, "", "", SipParseError("Malformed request line", is_request=True)
@@ -144,6 +149,8 @@ def _parse_start_line(
 
 
 def _check_version(text: str, *, is_request: bool) -> None:
+    if text == "SIP/2.0":
+        return
     m = _VERSION_RE.fullmatch(text)
     if m is None:
         raise SipParseError("Bad SIP version", is_request=is_request)
@@ -220,7 +227,19 @@ def _parse_header_lines(
             fault = fault or SipParseError(f"Control character in {cname}")
             continue
         if is_list:
-            if "," in value or '"' in value or "<" in value or ">" in value or "\\" in value:
+            if (
+                "," in value
+                or '"' in value
+                or "\\" in value
+                or (
+                    ("<" in value or ">" in value)
+                    and not (
+                        value.find("<") < value.find(">")
+                        and value.count("<") == 1
+                        and value.count(">") == 1
+                    )
+                )
+            ):
                 try:
                     items = split_list(value)
                 except SipParseError as exc:
@@ -230,7 +249,7 @@ def _parse_header_lines(
                     out.append((cname, item))
                     lnames.append(lname)
             elif value:
-                # one element, nothing to balance: what split_list would give
+                # one element, at most one <> pair: what split_list would give
                 out.append((cname, value))
                 lnames.append(lname)
         else:
