@@ -411,6 +411,7 @@ def parse_name_addr(text: str) -> NameAddr:
 
 
 def _parse_name_addr(text: str) -> NameAddr:
+    """parse_name_addr the careful way, for any form."""
     s = text.strip(" \t")
     if not s:
         raise SipParseError("Empty address")
@@ -550,6 +551,7 @@ def _check_via_params(params: Params) -> None:
 
 
 def _parse_via(text: str) -> Via:
+    """parse_via the careful way, for any form."""
     s = text.strip(" \t")
     parts: list[str] = []
     i = 0

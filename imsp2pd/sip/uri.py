@@ -346,6 +346,11 @@ def parse_uri(text: str) -> URI:
             d["headers"] = ()
             d["scheme"] = scheme
             return uri
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> URI:
+    """parse_uri the careful way, for any URI."""
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME_RE.fullmatch(scheme):
         raise _bad(f"no scheme in {text[:80]!r}")

@@ -379,3 +379,61 @@ def test_framer_never_raises(chunks: list[bytes]) -> None:
                     pass
             elif isinstance(event, FrameError) and event.head is not None:
                 head_error_response(event.head, event.status, event.reason)
+
+
+# -- the fast path (CRLF heads) and the careful one (any other) agree ------
+
+
+def lf(data: bytes) -> bytes:
+    """The same message with LF line ends in its head: the careful path."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.replace(b"\r\n", b"\n") + b"\n\n" + body
+
+
+def views(m):  # type: ignore[no-untyped-def]
+    return (m, m.vias, m.top_via, m.cseq, m.from_, m.to, [str(v) for v in m.vias])
+
+
+@given(st.one_of(requests(), responses()))
+def test_lf_heads_parse_as_crlf_heads(m) -> None:  # type: ignore[no-untyped-def]
+    data = m.encode()
+    assert views(parse_message(data)) == views(parse_message(lf(data)))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "Content-Length: 1\n",
+        "To: <sip:other@example.com>\n",
+        "X-Bad: a\x01b\n",
+        "X-Bad: a\x7fb\n",
+        "X-Bad: a\rb\n",
+        "Bad Name: x\n",
+        "NoColon\n",
+        "Via: SIP/2.0/UDP 192.0.2.10:bad\n",
+        "Via: SIP/2.0/UDP 192.0.2.10;branch\n",
+        "Route: <sip:a;lr>>\n",
+        "Route: <sip:a;lr\n",
+        "Route: <sip:a;lr>, <sip:b\n",
+        "Record-Route: >sip:a<\n",
+        "Max-Forwards: 1\n",
+        "Expires: x\n",
+        "Call-ID: a b\n",
+    ],
+)
+def test_the_careful_path_names_the_same_fault(extra: str) -> None:
+    for data in (message_request(BASE + extra), message_request(extra + BASE)):
+        a, b = bad(data), bad(lf(data))
+        assert (a.reason, a.status, a.method, a.headers, a.is_request) == (
+            b.reason,
+            b.status,
+            b.method,
+            b.headers,
+            b.is_request,
+        )
+
+
+def test_incomplete_head_ending_in_crlf_is_the_empty_line_fault() -> None:
+    data = message_request().partition(b"\r\n\r\n")[0] + b"\r\n"
+    assert bad(data).reason == "Empty line inside headers"
+    assert "Incomplete message" in bad(message_request().partition(b"\r\n\r\n")[0]).reason

@@ -8,13 +8,15 @@ from hypothesis import strategies as st
 
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import (
+    _parse_name_addr,
+    _parse_via,
     parse_auth,
     parse_cseq,
     parse_name_addr,
     parse_via,
     split_list,
 )
-from imsp2pd.sip.uri import AbsoluteURI, SipURI, TelURI, parse_uri, uri_equal
+from imsp2pd.sip.uri import AbsoluteURI, SipURI, TelURI, _parse_uri, parse_uri, uri_equal
 
 from .test_sip_strategies import name_addrs, sip_uris, uris, vias
 
@@ -219,3 +221,97 @@ def test_header_parsers_raise_only_our_error(text: str) -> None:
             fn(text)
         except SipParseError:
             pass
+
+
+# -- the fast paths agree with the careful parsers ------------------------
+
+
+def _outcome(fn, text: str):  # type: ignore[no-untyped-def]
+    try:
+        value = fn(text)
+    except SipParseError as exc:
+        return ("error", exc.reason, exc.status)
+    return ("ok", value, str(value))
+
+
+@given(uris())
+def test_uri_fast_path_agrees_with_the_careful_parser(u: SipURI | TelURI) -> None:
+    text = str(u)
+    assert _outcome(parse_uri.__wrapped__, text) == _outcome(_parse_uri, text)
+
+
+@given(name_addrs())
+def test_name_addr_fast_path_agrees_with_the_careful_parser(na) -> None:  # type: ignore[no-untyped-def]
+    text = str(na)
+    assert _outcome(parse_name_addr.__wrapped__, text) == _outcome(_parse_name_addr, text)
+
+
+@given(vias())
+def test_via_fast_path_agrees_with_the_careful_parser(v) -> None:  # type: ignore[no-untyped-def]
+    text = str(v)
+    assert _outcome(parse_via.__wrapped__, text) == _outcome(_parse_via, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;rport",
+        "SIP/2.0/udp host.example.org;RPORT=5;Branch=z9hG4bKb",
+        "SIP/2.0/UDP 192.0.2.1:05060;branch=z9hG4bKc",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch",
+        "SIP/2.0/UDP 192.0.2.1:5060;BRANCH",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKd;rport=x",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKe;ttl=16",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKe;ttl=300",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKe;ttl",
+        "SIP/2.0/UDP 192.0.2.1:65536;branch=z9hG4bKf",
+        "SIP/2.0/UDP 192.0.2.999;branch=z9hG4bKg",
+        "SIP/2.0/UDP host-.example.org;branch=z9hG4bKh",
+        "SIP/2.0/UDP host;branch=z9hG4bKi;x=",
+        "SIP/2.0/UDP host;branch=z9hG4bKj;x=a=b",
+        "SIP/2.0/UDP host;branchx;rportx=y;ttlx",
+    ],
+)
+def test_via_fast_path_edges(text: str) -> None:
+    assert _outcome(parse_via.__wrapped__, text) == _outcome(_parse_via, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sip:alice@example.com:05060;transport=tcp",
+        "SIP:Alice@Example.COM;LR",
+        "sips:a@192.0.2.999",
+        "sip:a@host:65536",
+        "sip:a@host;x=",
+        "sip:a@host;x=1=2",
+        "sip:a;b@host",
+        "sip:host;maddr=x@y",
+        "sip:%61@host",
+        "sip:@host",
+    ],
+)
+def test_uri_fast_path_edges(text: str) -> None:
+    assert _outcome(parse_uri.__wrapped__, text) == _outcome(_parse_uri, text)
+    na = f"<{text}>;tag=1"
+    assert _outcome(parse_name_addr.__wrapped__, na) == _outcome(_parse_name_addr, na)
+
+
+def test_kept_str_and_parameters_follow_copies() -> None:
+    u = parse_uri("sip:alice@example.com;transport=TCP;lr")
+    assert isinstance(u, SipURI)
+    assert str(u) == "sip:alice@example.com;transport=TCP;lr"
+    assert u.has_param("LR") and u.param("Transport") == "TCP" and u.param("lr") == ""
+    assert not u.has_param("maddr") and u.param("maddr") is None
+    v = u.without_param("lr").with_param("maddr", "192.0.2.1")
+    assert str(v) == "sip:alice@example.com;transport=TCP;maddr=192.0.2.1"
+    assert not v.has_param("lr") and v.param("maddr") == "192.0.2.1"
+    assert str(u) == "sip:alice@example.com;transport=TCP;lr" and u.is_loose_router
+    assert u.aor() == "sip:alice@example.com" and u == parse_uri(str(u))
+    via = parse_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx")
+    assert str(via) == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx"
+    via2 = via.with_param("received", "192.0.2.9")
+    assert str(via2).endswith(";received=192.0.2.9") and via2.param("received") == "192.0.2.9"
+    assert via.param("received") is None and via.branch == "z9hG4bKx"
+    na = parse_name_addr("<sip:bob@example.com>;tag=1")
+    assert str(na.with_param("tag", "2")) == "<sip:bob@example.com>;tag=2" and na.tag == "1"
