@@ -111,6 +111,10 @@ _DEREGISTRATIONS = {
 }
 
 
+#: User-Data documents kept (one per subscriber profile); the cache empties when full.
+_USER_DATA_CACHE = 50_000
+
+
 class ProvisioningError(ValueError):
     """A subscriber, identity or PSI document that cannot be stored, as one line."""
 
@@ -175,6 +179,8 @@ class Hss:
         self.random_bytes = random_bytes
         self.d = dictionary or default_dictionary()
         self._cache = _Cache()
+        #: User-Data XML by profile content (see :meth:`user_data`)
+        self._user_data: dict[tuple[str, tuple[tuple[str, bool], ...], str], bytes] = {}
 
     # Diameter entry points --------------------------------------------------------
 
@@ -485,15 +491,31 @@ class Hss:
         return self._answer(req, ResultCode.SUCCESS, avps)
 
     def user_data(self, txn: Any, sub: dict[str, Any]) -> bytes:
-        """The CxDataType XML of a subscriber: one ServiceProfile with all its IMPUs."""
+        """The CxDataType XML of a subscriber: one ServiceProfile with all its IMPUs.
+
+        Built once per profile content (IMPI, IMPUs with their barring, iFC
+        documents) and kept: a re-registration's SAR sends the same bytes.
+        """
         idents = sorted(
             (doc for _, doc in txn.find(IDENTITIES, impi=sub["impi"])), key=lambda d: d["impu"]
         )
+        publics = tuple((i["impu"], bool(i.get("barred"))) for i in idents)
+        ifcs = sub.get("ifcs", [])
+        # repr of JSON values tells different contents apart; equal contents
+        # written in another key order only miss the cache.
+        key = (sub["impi"], publics, repr(ifcs))
+        cached = self._user_data.get(key)
+        if cached is not None:
+            return cached
         profile = ServiceProfile(
-            tuple(PublicIdentity(i["impu"], bool(i.get("barred"))) for i in idents),
-            tuple(ifc_from_dict(f) for f in sub.get("ifcs", [])),
+            tuple(PublicIdentity(impu, barred) for impu, barred in publics),
+            tuple(ifc_from_dict(f) for f in ifcs),
         )
-        return to_xml(IMSSubscription(sub["impi"], (profile,)))
+        data = to_xml(IMSSubscription(sub["impi"], (profile,)))
+        if len(self._user_data) >= _USER_DATA_CACHE:
+            self._user_data.clear()
+        self._user_data[key] = data
+        return data
 
     # LIR --------------------------------------------------------------------------
 

@@ -592,3 +592,24 @@ def test_bad_capabilities_are_refused(bad: Any) -> None:
         load_provisioning(Hss(HssConfig()), MemoryTxn(), {"subscriber": [entry]})
     assert _capabilities_check(bad) is not None
     assert _capabilities_check([0, 2**32 - 1]) is None
+
+
+def test_user_data_is_built_once_per_profile_content(h: Harness) -> None:
+    first = cx.user_data(h.sar(ServerAssignmentType.REGISTRATION, impi=ALICE))
+    again = cx.user_data(h.sar(ServerAssignmentType.RE_REGISTRATION, impi=ALICE))
+    assert first is not None and again == first
+    assert len(h.hss._user_data) == 1
+    # A barred IMPU and new iFCs are new content: a new document, as from_xml reads it.
+    h.store.transact_now(
+        lambda t: h.hss.put_subscriber(
+            t, ALICE, [ALICE_IMPU, "tel:+15550001"], barred=["tel:+15550001"], ifcs=[]
+        )
+    )
+    changed = cx.user_data(h.sar(ServerAssignmentType.RE_REGISTRATION, impi=ALICE))
+    assert changed is not None and changed != first
+    (profile,) = from_xml(changed).profiles
+    assert profile.ifcs == ()
+    assert {(p.identity, p.barred) for p in profile.public_identities} == {
+        (ALICE_IMPU, False),
+        ("tel:+15550001", True),
+    }
