@@ -9,7 +9,7 @@ structure into frozen dataclasses (:class:`NameAddr`, :class:`Via`,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 from imsp2pd.sip.errors import SipParseError
@@ -21,6 +21,7 @@ from imsp2pd.sip.uri import (
     _drop_param,
     _set_param,
     _split_simple_params,
+    _with_params,
     is_valid_host,
     parse_uri,
     split_hostport,
@@ -379,10 +380,10 @@ class NameAddr:
         return _cached_has_param(self, self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> NameAddr:
-        return replace(self, params=_set_param(self.params, name, value))
+        return _with_params(self, _set_param(self.params, name, value))
 
     def without_param(self, name: str) -> NameAddr:
-        return replace(self, params=_drop_param(self.params, name))
+        return _with_params(self, _drop_param(self.params, name))
 
     @property
     def tag(self) -> str | None:
@@ -480,7 +481,7 @@ class Via:
         return _cached_has_param(self, self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> Via:
-        return replace(self, params=_set_param(self.params, name, value))
+        return _with_params(self, _set_param(self.params, name, value))
 
     @property
     def branch(self) -> str | None:

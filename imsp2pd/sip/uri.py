@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import TypeVar
 from urllib.parse import unquote
 
 from imsp2pd.sip.errors import SipParseError
@@ -33,6 +34,8 @@ _TEL_NUMBER_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 _OPAQUE_RE = re.compile(r"[\x21-\x7e]+")
 
 Params = tuple[tuple[str, str | None], ...]
+
+_new = object.__new__
 
 
 def _bad(what: str) -> SipParseError:
@@ -158,6 +161,28 @@ def _drop_param(params: Params, name: str) -> Params:
     return tuple((n, v) for n, v in params if n.lower() != lname)
 
 
+_Framed = TypeVar("_Framed")
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _with_params(obj: _Framed, params: Params) -> _Framed:
+    """``dataclasses.replace(obj, params=params)`` for a frozen value whose
+    other fields are valid already: they are copied as they are (what was
+    computed and kept on ``obj`` is not)."""
+    cls = type(obj)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        _FIELD_NAMES[cls] = names
+    new: _Framed = _new(cls)
+    src = obj.__dict__
+    d = new.__dict__
+    for name in names:
+        d[name] = src[name]
+    d["params"] = params
+    return new
+
+
 @dataclass(frozen=True)
 class SipURI:
     """A ``sip:`` or ``sips:`` URI; ``user``, ``password``, parameters and
@@ -209,10 +234,10 @@ class SipURI:
         return _cached_has_param(self, self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> SipURI:
-        return replace(self, params=_set_param(self.params, name, value))
+        return _with_params(self, _set_param(self.params, name, value))
 
     def without_param(self, name: str) -> SipURI:
-        return replace(self, params=_drop_param(self.params, name))
+        return _with_params(self, _drop_param(self.params, name))
 
     @property
     def transport(self) -> str | None:
@@ -314,7 +339,6 @@ _SIP_FAST_RE = re.compile(
 )
 #: one parameter of a text of plain parameters; a flag has '' for value
 _SIMPLE_PARAM_RE = re.compile(r";([^;=]+)=?([^;]*)")
-_new = object.__new__
 
 
 def _split_simple_params(text: str) -> Params:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +18,16 @@ from imsp2pd.sip.headers import (
     parse_via,
     split_list,
 )
-from imsp2pd.sip.uri import AbsoluteURI, SipURI, TelURI, _parse_uri, parse_uri, uri_equal
+from imsp2pd.sip.uri import (
+    AbsoluteURI,
+    SipURI,
+    TelURI,
+    _drop_param,
+    _parse_uri,
+    _set_param,
+    parse_uri,
+    uri_equal,
+)
 
 from .test_sip_strategies import name_addrs, sip_uris, uris, vias
 
@@ -315,3 +326,15 @@ def test_kept_str_and_parameters_follow_copies() -> None:
     assert via.param("received") is None and via.branch == "z9hG4bKx"
     na = parse_name_addr("<sip:bob@example.com>;tag=1")
     assert str(na.with_param("tag", "2")) == "<sip:bob@example.com>;tag=2" and na.tag == "1"
+
+
+@given(st.one_of(sip_uris(), name_addrs(), vias()), st.sampled_from(["lr", "tag", "Branch", "x"]))
+def test_param_copies_are_replace(value, name: str) -> None:  # type: ignore[no-untyped-def]
+    str(value), value.has_param(name)  # what is kept on the value must not leak into copies
+    added = value.with_param(name, "v1")
+    assert added == dataclasses.replace(value, params=_set_param(value.params, name, "v1"))
+    assert str(added) == str(dataclasses.replace(added)) and added.param(name) == "v1"
+    if hasattr(value, "without_param"):
+        dropped = value.without_param(name)
+        assert dropped == dataclasses.replace(value, params=_drop_param(value.params, name))
+        assert str(dropped) == str(dataclasses.replace(dropped)) and not dropped.has_param(name)
