@@ -176,8 +176,8 @@ _WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
 _LWS_RE = re.compile(r"[ \t]+")
 
 
-#: canonical_name's answers by the name as written (bounded: names come
-#: from the wire)
+#: canonical_name's answers by the name as written (bounded in number and
+#: length: names come from the wire)
 _CANONICAL_MEMO: dict[str, str] = {}
 _MEMO_MAX = 4096
 
@@ -191,7 +191,7 @@ def canonical_name(name: str) -> str:
             cname = COMPACT_FORMS[lname]
         else:
             cname = _CANONICAL.get(lname, name)
-        if len(_CANONICAL_MEMO) < _MEMO_MAX:
+        if len(_CANONICAL_MEMO) < _MEMO_MAX and len(name) <= 64:
             _CANONICAL_MEMO[name] = cname
     return cname
 

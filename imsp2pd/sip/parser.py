@@ -159,8 +159,8 @@ def _check_version(text: str, *, is_request: bool) -> None:
 
 
 #: what the header lines need of a header name as written: its canonical
-#: name, that name in lower case, and whether it is a list header (bounded:
-#: names come from the wire)
+#: name, that name in lower case, and whether it is a list header (bounded
+#: in number and length: names come from the wire)
 _NAME_INFO: dict[str, tuple[str, str, bool]] = {}
 _NAME_INFO_MAX = 4096
 
@@ -177,7 +177,7 @@ def _name_info(name: str) -> tuple[str, str, bool] | None:
         cname = canonical_name(stripped)
         lname = cname.lower()
         info = (cname, lname, lname in LIST_HEADERS)
-        if len(_NAME_INFO) < _NAME_INFO_MAX:
+        if len(_NAME_INFO) < _NAME_INFO_MAX and len(name) <= 64:
             _NAME_INFO[name] = info
     return info
 

@@ -42,9 +42,13 @@ def _bad(what: str) -> SipParseError:
     return SipParseError(f"Bad URI: {what}", status=400)
 
 
-@lru_cache(maxsize=4096)
 def is_valid_host(host: str) -> bool:
     """True for a hostname, an IPv4 address or a bracketed IPv6 reference."""
+    # the answers for the usual short hosts are kept
+    return _valid_host_kept(host) if len(host) <= 255 else _valid_host(host)
+
+
+def _valid_host(host: str) -> bool:
     if host.startswith("["):
         if not host.endswith("]"):
             return False
@@ -56,6 +60,9 @@ def is_valid_host(host: str) -> bool:
     if _IPV4_RE.fullmatch(host):
         return all(int(part) <= 255 for part in host.split("."))
     return _HOSTNAME_RE.fullmatch(host) is not None
+
+
+_valid_host_kept = lru_cache(maxsize=4096)(_valid_host)
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
