@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 
-from imsp2pd.diameter.avp import Avp, AvpType, Value, default_vendor
+from imsp2pd.diameter.avp import Avp, AvpType, CodecEntry, Value, codec_entry, default_vendor
 from imsp2pd.diameter.codes import Application, AvpCode, Command, TgppAvp, Vendor
 
 
@@ -433,6 +433,12 @@ class Dictionary:
             self._names[d.name.lower()] = d
         self._commands: dict[int, CommandDef] = {c.code: c for c in commands}
         self._made: dict[tuple[type, int], AvpDef] = {}
+        self._codec = {key: codec_entry(d.type, d.m_forbidden) for key, d in self._avps.items()}
+
+    @property
+    def codec_table(self) -> Mapping[AvpKey, CodecEntry]:
+        """(code, vendor) -> how the fast decoder reads the AVP (see :func:`codec_entry`)."""
+        return self._codec
 
     @property
     def definitions(self) -> Mapping[AvpKey, AvpDef]:

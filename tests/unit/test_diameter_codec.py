@@ -472,3 +472,44 @@ def test_session_id_of_raw_message() -> None:
     ).encode()
     assert session_id_of(wire) == "abc;1"
     assert session_id_of(cer().encode()) is None
+
+
+@given(st.data(), st.booleans())
+def test_fast_decoder_agrees_with_the_careful_one(data: st.DataObject, strict: bool) -> None:
+    """Whatever the fast path returns, the AVP-by-AVP decoder returns too (and
+    where it gives up, decode_avps is the careful decoder's answer or error)."""
+    from imsp2pd.diameter import cx
+    from imsp2pd.diameter.avp import _decode_careful, _decode_fast, _Unusual
+
+    origin = cx.Origin("scscf.ims.example.org", "ims.example.org")
+    wire = bytearray(
+        cx.mar(
+            origin, "s;1;2", "ims.example.org", "alice@ims.example.org",
+            "sip:alice@ims.example.org", "sip:scscf:6060",
+        ).encode()
+        + D.make(AvpCode.FAILED_AVP, (D.make(AvpCode.ORIGIN_STATE_ID, 7),)).encode()
+        + Avp(99999, b"unknown", vendor=10415).encode()
+    )  # fmt: skip
+    for _ in range(data.draw(st.integers(0, 4))):
+        pos = data.draw(st.integers(20, len(wire) - 1))
+        wire[pos] = data.draw(st.integers(0, 255))
+    raw = bytes(wire)
+
+    def careful() -> object:
+        try:
+            return _decode_careful(raw, D, strict=strict, start=20, end=len(raw), lenient=False)
+        except DecodeError as exc:
+            return (exc.result_code, exc.failed_avp)
+
+    try:
+        fast: object = _decode_fast(raw, D.codec_table, strict, 20, len(raw))
+    except _Unusual:
+        fast = None
+    expected = careful()
+    if fast is not None:
+        assert fast == expected
+    try:
+        got: object = decode_avps(raw, D, strict=strict, start=20)
+    except DecodeError as exc:
+        got = (exc.result_code, exc.failed_avp)
+    assert got == expected
