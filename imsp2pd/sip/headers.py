@@ -200,6 +200,11 @@ def is_token(text: str) -> bool:
     return _TOKEN_RE.fullmatch(text) is not None
 
 
+#: a list without quotes whose <> are balanced and not nested, and its elements
+_ANGLE_LIST_RE = re.compile(r"(?:[^<>]|<[^<>]*>)*")
+_ANGLE_ITEM_RE = re.compile(r"(?:[^<>,]|<[^<>]*>)+")
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, not inside quotes or ``<>``.
 
@@ -214,6 +219,15 @@ def split_list(value: str) -> list[str]:
         if lt == gt <= 1 and (lt == 0 or value.find("<") < value.find(">")):
             item = value.strip(" \t")
             return [item] if item else []
+    elif '"' not in value and "\\" not in value:
+        if "<" not in value and ">" not in value:
+            # only commas to split at
+            items = [item.strip(" \t") for item in value.split(",")]
+            return [item for item in items if item]
+        if _ANGLE_LIST_RE.fullmatch(value):
+            # balanced, unnested <>: the commas outside them split
+            items = [item.strip(" \t") for item in _ANGLE_ITEM_RE.findall(value)]
+            return [item for item in items if item]
     out: list[str] = []
     start = 0
     in_quote = False

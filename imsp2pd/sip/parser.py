@@ -283,7 +283,8 @@ def _build(
 ) -> SipMessage:
     # the names present, in the order they first appear
     present = dict.fromkeys(lnames)
-    if len(present) < len(lnames):
+    singles = SINGLE_HEADERS.intersection(present)
+    if sum(map(lnames.count, singles)) > len(singles):
         for ln in present:
             if ln in SINGLE_HEADERS and lnames.count(ln) > 1:
                 raise SipParseError(f"Multiple {canonical_name(ln)} header fields")

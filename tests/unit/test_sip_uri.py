@@ -338,3 +338,22 @@ def test_param_copies_are_replace(value, name: str) -> None:  # type: ignore[no-
         dropped = value.without_param(name)
         assert dropped == dataclasses.replace(value, params=_drop_param(value.params, name))
         assert str(dropped) == str(dataclasses.replace(dropped)) and not dropped.has_param(name)
+
+
+@pytest.mark.parametrize(
+    ("value", "items"),
+    [
+        ("path, gruu,,\t100rel ,", ["path", "gruu", "100rel"]),
+        ("<sip:a@b;lr>, <sip:c,d@e;lr> , x<y>z,", ["<sip:a@b;lr>", "<sip:c,d@e;lr>", "x<y>z"]),
+        ("<sip:a, b>, <sip:c", "Unterminated '<' in header value"),
+        ("<sip:a, <sip:b>>", "Nested '<' in header value"),
+        ("sip:a>, <sip:b>", "Unbalanced '>' in header value"),
+        ('<sip:a>, "b', "Unterminated quoted string in header value"),
+    ],
+)
+def test_split_list_without_quotes(value: str, items: list[str] | str) -> None:
+    if isinstance(items, str):
+        with pytest.raises(SipParseError, match=items):
+            split_list(value)
+    else:
+        assert split_list(value) == items
