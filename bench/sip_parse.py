@@ -14,6 +14,11 @@ anchor (lower is better); the last line is the messages/s of
 ``parse_message`` over the mix.
 
     .venv/bin/python bench/sip_parse.py [--copies 2000] [--repeat 5]
+
+Measured (ratios to the anchor, two runs, before → after the fast paths of
+issue 4): MESSAGE x47-49 → x16, 200 OK x41-43 → x14, REGISTER x30-31 →
+x10-12, the mix x34 → x12-14 (17,000 → 41,000-47,000 messages/s);
+parse_via x5.6 → x1.3, parse_uri x2.3 → x0.84, parse_name_addr x2.8 → x1.2.
 """
 
 from __future__ import annotations
