@@ -109,15 +109,7 @@ class Avp:
         return (int(self.code), self.vendor or 0)
 
     def encode(self) -> bytes:
-        payload = encode_value(self.type, self.value)
-        header_len = 12 if self.vendor is not None else 8
-        length = header_len + len(payload)
-        if length > 0xFFFFFF:
-            raise EncodeError(f"AVP {self.code} is too long ({length} bytes)")
-        out = _HEADER.pack(self.code, (self.flags << 24) | length)
-        if self.vendor is not None:
-            out += _VENDOR.pack(self.vendor)
-        return out + payload + b"\0" * (-length % 4)
+        return _encode_avp(self)
 
     # Grouped helpers -------------------------------------------------------
 
@@ -136,6 +128,35 @@ class Avp:
     def get(self, code: int, vendor: int | None = None, default: object = None) -> object:
         found = self.find(code, vendor)
         return default if found is None else found.value
+
+
+_HEADER_VENDOR = struct.Struct("!III")
+#: the padding after an AVP of each length modulo 4
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def _encode_avp(avp: Avp) -> bytes:
+    """The AVP on the wire: header, payload, padding to 32 bits."""
+    value, kind = avp.value, avp.type
+    vt = type(value)
+    if vt is str and kind in _STR_TYPES:
+        payload = value.encode("utf-8")  # type: ignore[union-attr]
+    elif vt is tuple and kind is AvpType.GROUPED:
+        payload = b"".join([_encode_avp(child) for child in value])  # type: ignore[union-attr, arg-type]
+    else:
+        payload = encode_value(kind, value)
+    flags = (_M if avp.mandatory else 0) | (_P if avp.protected else 0)
+    vendor = avp.vendor
+    if vendor is None:
+        length = 8 + len(payload)
+        if length > 0xFFFFFF:
+            raise EncodeError(f"AVP {avp.code} is too long ({length} bytes)")
+        return _HEADER.pack(avp.code, (flags << 24) | length) + payload + _PAD[length & 3]
+    length = 12 + len(payload)
+    if length > 0xFFFFFF:
+        raise EncodeError(f"AVP {avp.code} is too long ({length} bytes)")
+    head = _HEADER_VENDOR.pack(avp.code, ((flags | _V) << 24) | length, vendor)
+    return head + payload + _PAD[length & 3]
 
 
 # The generated __init__ of a frozen dataclass sets each field with
@@ -221,7 +242,7 @@ def encode_value(kind: AvpType, value: Value) -> bytes:
         if kind is AvpType.GROUPED:
             if not isinstance(value, tuple):
                 raise EncodeError("Grouped needs a tuple of Avp")
-            return b"".join(child.encode() for child in value)
+            return b"".join([_encode_avp(child) for child in value])
         if kind is AvpType.FLOAT32:
             if not isinstance(value, float | int):
                 raise EncodeError("Float32 needs a float")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from imsp2pd.diameter.avp import Avp, AvpType
 from imsp2pd.diameter.codes import (
@@ -56,12 +57,24 @@ class SessionIds:
 
 
 def cx_application(d: Dictionary | None = None) -> Avp:
-    d = d or default_dictionary()
-    return d.group(
+    """Vendor-Specific-Application-Id for Cx (made once per dictionary)."""
+    return _cx_head(d or default_dictionary())[0]
+
+
+@lru_cache(maxsize=8)
+def _cx_head(d: Dictionary) -> tuple[Avp, Avp]:
+    """Vendor-Specific-Application-Id and Auth-Session-State, as every Cx message has them."""
+    app = d.group(
         AvpCode.VENDOR_SPECIFIC_APPLICATION_ID,
         d.make(AvpCode.VENDOR_ID, Vendor.TGPP),
         d.make(AvpCode.AUTH_APPLICATION_ID, Application.CX),
     )
+    return app, d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED)
+
+
+def cx_head(d: Dictionary | None = None) -> tuple[Avp, Avp]:
+    """Vendor-Specific-Application-Id (Cx) and Auth-Session-State NO_STATE_MAINTAINED."""
+    return _cx_head(d or default_dictionary())
 
 
 def _cx_request(
@@ -73,16 +86,17 @@ def _cx_request(
     body: Iterable[Avp],
     d: Dictionary,
 ) -> Message:
+    app, state = _cx_head(d)
     avps = [
         d.make(AvpCode.SESSION_ID, session_id),
-        cx_application(d),
-        d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED),
-        d.make(AvpCode.ORIGIN_HOST, origin.host),
-        d.make(AvpCode.ORIGIN_REALM, origin.realm),
+        app,
+        state,
+        d.constant(AvpCode.ORIGIN_HOST, origin.host),
+        d.constant(AvpCode.ORIGIN_REALM, origin.realm),
     ]
     if dest_host:
-        avps.append(d.make(AvpCode.DESTINATION_HOST, dest_host))
-    avps.append(d.make(AvpCode.DESTINATION_REALM, dest_realm))
+        avps.append(d.constant(AvpCode.DESTINATION_HOST, dest_host))
+    avps.append(d.constant(AvpCode.DESTINATION_REALM, dest_realm))
     avps.extend(body)
     return request(command, Application.CX, avps)
 
@@ -102,7 +116,7 @@ def uar(
     body = [
         d.make(AvpCode.USER_NAME, impi),
         d.make(TgppAvp.PUBLIC_IDENTITY, impu),
-        d.make(TgppAvp.VISITED_NETWORK_IDENTIFIER, visited_network.encode()),
+        d.constant(TgppAvp.VISITED_NETWORK_IDENTIFIER, visited_network.encode()),
     ]
     if auth_type != UserAuthorizationType.REGISTRATION:
         body.append(d.make(TgppAvp.USER_AUTHORIZATION_TYPE, int(auth_type)))
@@ -126,15 +140,15 @@ def mar(
 ) -> Message:
     """MAR; ``authorization`` is RAND || AUTS when the UE asks to resynchronise."""
     d = d or default_dictionary()
-    item = [d.make(TgppAvp.SIP_AUTHENTICATION_SCHEME, scheme)]
+    item = [d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, scheme)]
     if authorization is not None:
         item.append(d.make(TgppAvp.SIP_AUTHORIZATION, authorization))
     body = [
         d.make(AvpCode.USER_NAME, impi),
         d.make(TgppAvp.PUBLIC_IDENTITY, impu),
-        d.make(TgppAvp.SIP_NUMBER_AUTH_ITEMS, items),
+        d.constant(TgppAvp.SIP_NUMBER_AUTH_ITEMS, items),
         d.group(TgppAvp.SIP_AUTH_DATA_ITEM, *item),
-        d.make(TgppAvp.SERVER_NAME, server_name),
+        d.constant(TgppAvp.SERVER_NAME, server_name),
     ]
     return _cx_request(Command.MULTIMEDIA_AUTH, origin, session_id, dest_realm, dest_host, body, d)
 
@@ -157,9 +171,9 @@ def sar(
         body.append(d.make(AvpCode.USER_NAME, impi))
     body += [d.make(TgppAvp.PUBLIC_IDENTITY, i) for i in impus]
     body += [
-        d.make(TgppAvp.SERVER_NAME, server_name),
-        d.make(TgppAvp.SERVER_ASSIGNMENT_TYPE, int(assignment_type)),
-        d.make(
+        d.constant(TgppAvp.SERVER_NAME, server_name),
+        d.constant(TgppAvp.SERVER_ASSIGNMENT_TYPE, int(assignment_type)),
+        d.constant(
             TgppAvp.USER_DATA_ALREADY_AVAILABLE,
             int(
                 UserDataAlreadyAvailable.USER_DATA_ALREADY_AVAILABLE

@@ -433,6 +433,7 @@ class Dictionary:
             self._names[d.name.lower()] = d
         self._commands: dict[int, CommandDef] = {c.code: c for c in commands}
         self._made: dict[tuple[type, int], AvpDef] = {}
+        self._constants: dict[tuple[type, int, type, str | int | bytes], Avp] = {}
         self._codec = {key: codec_entry(d.type, d.m_forbidden) for key, d in self._avps.items()}
 
     @property
@@ -477,6 +478,21 @@ class Dictionary:
         if mandatory is None:
             mandatory = d.m_rule is MRule.MUST
         return Avp(d.code, value, d.type, d.vendor if d.vendor else None, mandatory)
+
+    def constant(self, avp: int, value: str | int | bytes) -> Avp:
+        """:meth:`make` for a value that recurs (an identity, a realm, a result code).
+
+        The AVP is made once and kept (a few thousand at most), so the
+        messages built per request share it. Not for values that change with
+        each request, such as a Session-Id.
+        """
+        key = (type(avp), int(avp), type(value), value)
+        found = self._constants.get(key)
+        if found is None:
+            if len(self._constants) >= 4096:
+                self._constants.clear()
+            found = self._constants[key] = self.make(avp, value)
+        return found
 
     def group(self, avp: str | int, *children: Avp) -> Avp:
         return self.make(avp, tuple(children))

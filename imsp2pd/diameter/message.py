@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from imsp2pd.diameter.avp import Avp, AvpType, Value, decode_avps, find_all, find_avp
 from imsp2pd.diameter.codes import (
@@ -128,7 +129,7 @@ class Message:
     # Wire ----------------------------------------------------------------
 
     def encode(self) -> bytes:
-        body = b"".join(a.encode() for a in self.avps)
+        body = b"".join([a.encode() for a in self.avps])
         length = HEADER_LENGTH + len(body)
         if length > MAX_MESSAGE_LENGTH:
             raise EncodeError(f"message is too long ({length} bytes)")
@@ -332,17 +333,11 @@ def answer(
         out.append(d.make(AvpCode.SESSION_ID, session_id))
     if experimental is not None:
         vendor_id, exp_code = experimental
-        out.append(
-            d.group(
-                AvpCode.EXPERIMENTAL_RESULT,
-                d.make(AvpCode.VENDOR_ID, int(vendor_id)),
-                d.make(AvpCode.EXPERIMENTAL_RESULT_CODE, int(exp_code)),
-            )
-        )
+        out.append(_experimental_result(d, int(vendor_id), int(exp_code)))
     elif result_code is not None:
-        out.append(d.make(AvpCode.RESULT_CODE, int(result_code)))
-    out.append(d.make(AvpCode.ORIGIN_HOST, origin_host))
-    out.append(d.make(AvpCode.ORIGIN_REALM, origin_realm))
+        out.append(d.constant(AvpCode.RESULT_CODE, int(result_code)))
+    out.append(d.constant(AvpCode.ORIGIN_HOST, origin_host))
+    out.append(d.constant(AvpCode.ORIGIN_REALM, origin_realm))
     out.extend(avps)
     if error_message:
         out.append(d.make(AvpCode.ERROR_MESSAGE, error_message))
@@ -360,6 +355,15 @@ def answer(
         header.hop_by_hop,
         header.end_to_end,
         tuple(out),
+    )
+
+
+@lru_cache(maxsize=256)
+def _experimental_result(d: Dictionary, vendor_id: int, code: int) -> Avp:
+    return d.group(
+        AvpCode.EXPERIMENTAL_RESULT,
+        d.make(AvpCode.VENDOR_ID, vendor_id),
+        d.make(AvpCode.EXPERIMENTAL_RESULT_CODE, code),
     )
 
 

@@ -56,7 +56,6 @@ from twisted.internet.defer import Deferred
 from imsp2pd.diameter import cx
 from imsp2pd.diameter.avp import Avp
 from imsp2pd.diameter.codes import (
-    AuthSessionState,
     AvpCode,
     Command,
     CxResult,
@@ -179,6 +178,8 @@ class Hss:
         self.random_bytes = random_bytes
         self.d = dictionary or default_dictionary()
         self._cache = _Cache()
+        #: Server-Capabilities AVPs by (mandatory, optional) capabilities
+        self._server_capabilities: dict[tuple[tuple[int, ...], tuple[int, ...]], Avp] = {}
         #: User-Data XML by profile content (see :meth:`user_data`)
         self._user_data: dict[tuple[str, tuple[tuple[str, bool], ...], str], bytes] = {}
 
@@ -250,16 +251,12 @@ class Hss:
         error_message: str | None = None,
     ) -> Message:
         d = self.d
-        head = [
-            cx.cx_application(d),
-            d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED),
-        ]
         return answer(
             req,
             self.config.origin_host,
             self.config.realm,
             result,
-            [*head, *avps],
+            [*cx.cx_head(d), *avps],
             experimental=(Vendor.TGPP, experimental) if experimental is not None else None,
             error_message=error_message,
             dictionary=d,
@@ -317,7 +314,7 @@ class Hss:
             )
         auth_type = req.get_int(TgppAvp.USER_AUTHORIZATION_TYPE) or 0
         state, scscf = ident.get("state", NOT_REGISTERED), ident.get("scscf")
-        name = [self.d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else []
+        name = [self.d.constant(TgppAvp.SERVER_NAME, scscf)] if scscf else []
         if auth_type == UserAuthorizationType.DE_REGISTRATION:
             if state == NOT_REGISTERED and not scscf:
                 return self._exp(req, CxResult.ERROR_IDENTITY_NOT_REGISTERED)
@@ -342,12 +339,19 @@ class Hss:
         """Server-Capabilities (TS 29.229 6.3.4): mandatory, optional, then Server-Names."""
         d = self.d
         mandatory, optional = self.capabilities(sub)
-        return d.group(
+        found = self._server_capabilities.get((mandatory, optional))
+        if found is not None:
+            return found
+        found = d.group(
             TgppAvp.SERVER_CAPABILITIES,
             *(d.make(TgppAvp.MANDATORY_CAPABILITY, c) for c in mandatory),
             *(d.make(TgppAvp.OPTIONAL_CAPABILITY, c) for c in optional),
             *(d.make(TgppAvp.SERVER_NAME, n) for n in self.config.scscf_names),
         )
+        if len(self._server_capabilities) >= 1024:
+            self._server_capabilities.clear()
+        self._server_capabilities[(mandatory, optional)] = found
+        return found
 
     # MAR --------------------------------------------------------------------------
 
@@ -380,20 +384,20 @@ class Hss:
         return [
             d.make(AvpCode.USER_NAME, sub["impi"]),
             d.make(TgppAvp.PUBLIC_IDENTITY, req.get_str(TgppAvp.PUBLIC_IDENTITY) or ""),
-            d.make(TgppAvp.SIP_NUMBER_AUTH_ITEMS, count),
+            d.constant(TgppAvp.SIP_NUMBER_AUTH_ITEMS, count),
         ]
 
     def _digest_answer(self, req: Message, sub: dict[str, Any]) -> Message:
         d = self.d
         item = d.group(
             TgppAvp.SIP_AUTH_DATA_ITEM,
-            d.make(TgppAvp.SIP_ITEM_NUMBER, 1),
-            d.make(TgppAvp.SIP_AUTHENTICATION_SCHEME, cx.SCHEME_DIGEST),
+            d.constant(TgppAvp.SIP_ITEM_NUMBER, 1),
+            d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, cx.SCHEME_DIGEST),
             d.group(
                 TgppAvp.SIP_DIGEST_AUTHENTICATE,
-                d.make(AvpCode.DIGEST_REALM, self.config.realm),
-                d.make(AvpCode.DIGEST_ALGORITHM, "MD5"),
-                d.make(AvpCode.DIGEST_QOP, "auth"),
+                d.constant(AvpCode.DIGEST_REALM, self.config.realm),
+                d.constant(AvpCode.DIGEST_ALGORITHM, "MD5"),
+                d.constant(AvpCode.DIGEST_QOP, "auth"),
                 d.make(AvpCode.DIGEST_HA1, sub["ha1"]),
             ),
         )

@@ -513,3 +513,15 @@ def test_fast_decoder_agrees_with_the_careful_one(data: st.DataObject, strict: b
     except DecodeError as exc:
         got = (exc.result_code, exc.failed_avp)
     assert got == expected
+
+
+def test_constant_avps_are_made_once_and_equal_to_make() -> None:
+    d = default_dictionary().extend()
+    host = d.constant(AvpCode.ORIGIN_HOST, "hss.ims.example.org")
+    assert host == d.make(AvpCode.ORIGIN_HOST, "hss.ims.example.org")
+    assert d.constant(AvpCode.ORIGIN_HOST, "hss.ims.example.org") is host
+    # the value's type is part of the key: True is not 1
+    assert d.constant(AvpCode.RESULT_CODE, 1).value == 1
+    assert d.constant(AvpCode.RESULT_CODE, True).value is True
+    # a 3GPP code and a base code with the same number stay apart
+    assert d.constant(TgppAvp.SERVER_NAME, "sip:s").vendor == 10415
