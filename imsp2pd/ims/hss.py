@@ -182,6 +182,8 @@ class Hss:
         self._server_capabilities: dict[tuple[tuple[int, ...], tuple[int, ...]], Avp] = {}
         #: User-Data XML by profile content (see :meth:`user_data`)
         self._user_data: dict[tuple[str, tuple[tuple[str, bool], ...], str], bytes] = {}
+        #: iFCs by their documents' repr (most subscribers share them)
+        self._ifcs: dict[str, tuple[InitialFilterCriteria, ...]] = {}
 
     # Diameter entry points --------------------------------------------------------
 
@@ -507,13 +509,19 @@ class Hss:
         ifcs = sub.get("ifcs", [])
         # repr of JSON values tells different contents apart; equal contents
         # written in another key order only miss the cache.
-        key = (sub["impi"], publics, repr(ifcs))
+        text = repr(ifcs)
+        key = (sub["impi"], publics, text)
         cached = self._user_data.get(key)
         if cached is not None:
             return cached
+        criteria = self._ifcs.get(text)
+        if criteria is None:
+            criteria = tuple(ifc_from_dict(f) for f in ifcs)
+            if len(self._ifcs) >= 1024:
+                self._ifcs.clear()
+            self._ifcs[text] = criteria
         profile = ServiceProfile(
-            tuple(PublicIdentity(impu, barred) for impu, barred in publics),
-            tuple(ifc_from_dict(f) for f in ifcs),
+            tuple(PublicIdentity(impu, barred) for impu, barred in publics), criteria
         )
         data = to_xml(IMSSubscription(sub["impi"], (profile,)))
         if len(self._user_data) >= _USER_DATA_CACHE:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -109,62 +110,92 @@ class IMSSubscription:
 # XML ------------------------------------------------------------------------------
 
 
-def _text(parent: ET.Element, tag: str, value: object) -> None:
-    ET.SubElement(parent, tag).text = str(value)
+# The document is written as text, as ElementTree would write it (the tests hold
+# the two to the same bytes): elements without text or children in the short
+# form, "&", "<" and ">" escaped in text. The iFCs of a profile are written
+# once and kept: most subscribers share them.
 
 
-def _spt_xml(parent: ET.Element, spt: Spt) -> None:
-    e = ET.SubElement(parent, "SPT")
-    _text(e, "ConditionNegated", int(spt.negated))
-    for g in spt.group:
-        _text(e, "Group", g)
+def _esc(value: object) -> str:
+    text = str(value)
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _el(tag: str, value: object) -> str:
+    text = _esc(value)
+    return f"<{tag}>{text}</{tag}>" if text else f"<{tag} />"
+
+
+def _spt_xml(spt: Spt) -> str:
+    out = ["<SPT>", _el("ConditionNegated", int(spt.negated))]
+    out += [_el("Group", g) for g in spt.group]
     if spt.request_uri is not None:
-        _text(e, "RequestURI", spt.request_uri)
+        out.append(_el("RequestURI", spt.request_uri))
     elif spt.method is not None:
-        _text(e, "Method", spt.method)
+        out.append(_el("Method", spt.method))
     elif spt.header is not None:
-        h = ET.SubElement(e, "SIPHeader")
-        _text(h, "Header", spt.header)
+        out += ["<SIPHeader>", _el("Header", spt.header)]
         if spt.header_content is not None:
-            _text(h, "Content", spt.header_content)
+            out.append(_el("Content", spt.header_content))
+        out.append("</SIPHeader>")
     elif spt.session_case is not None:
-        _text(e, "SessionCase", int(spt.session_case))
+        out.append(_el("SessionCase", int(spt.session_case)))
     elif spt.sdp_line is not None:
-        s = ET.SubElement(e, "SessionDescription")
-        _text(s, "Line", spt.sdp_line)
+        out += ["<SessionDescription>", _el("Line", spt.sdp_line)]
         if spt.sdp_content is not None:
-            _text(s, "Content", spt.sdp_content)
-    for r in spt.registration_types:
-        _text(e, "RegistrationType", r)
+            out.append(_el("Content", spt.sdp_content))
+        out.append("</SessionDescription>")
+    out += [_el("RegistrationType", r) for r in spt.registration_types]
+    out.append("</SPT>")
+    return "".join(out)
+
+
+@lru_cache(maxsize=1024)
+def _ifcs_xml(ifcs: tuple[InitialFilterCriteria, ...]) -> str:
+    out: list[str] = []
+    for ifc in ifcs:
+        out += ["<InitialFilterCriteria>", _el("Priority", ifc.priority)]
+        if ifc.trigger is not None:
+            out += ["<TriggerPoint>", _el("ConditionTypeCNF", int(ifc.trigger.cnf))]
+            out += [_spt_xml(spt) for spt in ifc.trigger.spts]
+            out.append("</TriggerPoint>")
+        server = ifc.application_server
+        out += [
+            "<ApplicationServer>",
+            _el("ServerName", server.server_name),
+            _el("DefaultHandling", int(server.default_handling)),
+        ]
+        if server.service_info is not None:
+            out.append(_el("ServiceInfo", server.service_info))
+        out.append("</ApplicationServer>")
+        if ifc.profile_part is not None:
+            out.append(_el("ProfilePartIndicator", ifc.profile_part))
+        out.append("</InitialFilterCriteria>")
+    return "".join(out)
 
 
 def to_xml(sub: IMSSubscription) -> bytes:
-    root = ET.Element("IMSSubscription")
-    _text(root, "PrivateID", sub.private_id)
+    out = ["<IMSSubscription>", _el("PrivateID", sub.private_id)]
     for profile in sub.profiles:
-        sp = ET.SubElement(root, "ServiceProfile")
+        if not profile.public_identities and not profile.ifcs:
+            out.append("<ServiceProfile />")
+            continue
+        out.append("<ServiceProfile>")
         for pub in profile.public_identities:
-            p = ET.SubElement(sp, "PublicIdentity")
+            out.append("<PublicIdentity>")
             if pub.barred:
-                _text(p, "BarringIndication", 1)
-            _text(p, "Identity", pub.identity)
-        for ifc in profile.ifcs:
-            f = ET.SubElement(sp, "InitialFilterCriteria")
-            _text(f, "Priority", ifc.priority)
-            if ifc.trigger is not None:
-                tp = ET.SubElement(f, "TriggerPoint")
-                _text(tp, "ConditionTypeCNF", int(ifc.trigger.cnf))
-                for spt in ifc.trigger.spts:
-                    _spt_xml(tp, spt)
-            a = ET.SubElement(f, "ApplicationServer")
-            _text(a, "ServerName", ifc.application_server.server_name)
-            _text(a, "DefaultHandling", int(ifc.application_server.default_handling))
-            if ifc.application_server.service_info is not None:
-                _text(a, "ServiceInfo", ifc.application_server.service_info)
-            if ifc.profile_part is not None:
-                _text(f, "ProfilePartIndicator", ifc.profile_part)
-    return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(
-        root, encoding="utf-8", xml_declaration=False
+                out.append("<BarringIndication>1</BarringIndication>")
+            out += [_el("Identity", pub.identity), "</PublicIdentity>"]
+        out += [_ifcs_xml(profile.ifcs), "</ServiceProfile>"]
+    out.append("</IMSSubscription>")
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + "".join(out).encode(
+        "utf-8", "xmlcharrefreplace"
     )
 
 

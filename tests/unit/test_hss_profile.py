@@ -164,3 +164,126 @@ def test_spt_needs_exactly_one_condition() -> None:
         Spt()
     with pytest.raises(ProfileError):
         ifc_from_dict({"priority": 0})
+
+
+# The User-Data writer against ElementTree ------------------------------------------
+
+
+def _et_text(parent: ET.Element, tag: str, value: object) -> None:
+    ET.SubElement(parent, tag).text = str(value)
+
+
+def _et_spt(parent: ET.Element, spt: Spt) -> None:
+    e = ET.SubElement(parent, "SPT")
+    _et_text(e, "ConditionNegated", int(spt.negated))
+    for g in spt.group:
+        _et_text(e, "Group", g)
+    if spt.request_uri is not None:
+        _et_text(e, "RequestURI", spt.request_uri)
+    elif spt.method is not None:
+        _et_text(e, "Method", spt.method)
+    elif spt.header is not None:
+        h = ET.SubElement(e, "SIPHeader")
+        _et_text(h, "Header", spt.header)
+        if spt.header_content is not None:
+            _et_text(h, "Content", spt.header_content)
+    elif spt.session_case is not None:
+        _et_text(e, "SessionCase", int(spt.session_case))
+    elif spt.sdp_line is not None:
+        s = ET.SubElement(e, "SessionDescription")
+        _et_text(s, "Line", spt.sdp_line)
+        if spt.sdp_content is not None:
+            _et_text(s, "Content", spt.sdp_content)
+    for r in spt.registration_types:
+        _et_text(e, "RegistrationType", r)
+
+
+def et_xml(sub: IMSSubscription) -> bytes:
+    """The document as ElementTree writes it (what to_xml did before it wrote text)."""
+    root = ET.Element("IMSSubscription")
+    _et_text(root, "PrivateID", sub.private_id)
+    for profile in sub.profiles:
+        sp = ET.SubElement(root, "ServiceProfile")
+        for pub in profile.public_identities:
+            p = ET.SubElement(sp, "PublicIdentity")
+            if pub.barred:
+                _et_text(p, "BarringIndication", 1)
+            _et_text(p, "Identity", pub.identity)
+        for ifc in profile.ifcs:
+            f = ET.SubElement(sp, "InitialFilterCriteria")
+            _et_text(f, "Priority", ifc.priority)
+            if ifc.trigger is not None:
+                tp = ET.SubElement(f, "TriggerPoint")
+                _et_text(tp, "ConditionTypeCNF", int(ifc.trigger.cnf))
+                for spt in ifc.trigger.spts:
+                    _et_spt(tp, spt)
+            a = ET.SubElement(f, "ApplicationServer")
+            _et_text(a, "ServerName", ifc.application_server.server_name)
+            _et_text(a, "DefaultHandling", int(ifc.application_server.default_handling))
+            if ifc.application_server.service_info is not None:
+                _et_text(a, "ServiceInfo", ifc.application_server.service_info)
+            if ifc.profile_part is not None:
+                _et_text(f, "ProfilePartIndicator", ifc.profile_part)
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(
+        root, encoding="utf-8", xml_declaration=False
+    )
+
+
+any_text = st.text(max_size=8)
+any_spts = st.one_of(
+    st.builds(
+        lambda g, n, m, r: Spt(group=g, negated=n, method=m, registration_types=r),
+        st.lists(st.integers(0, 5), min_size=1, max_size=2).map(tuple),
+        st.booleans(),
+        any_text,
+        st.lists(st.integers(0, 2), max_size=2).map(tuple),
+    ),
+    st.builds(lambda u: Spt(request_uri=u), any_text),
+    st.builds(
+        lambda h, c: Spt(header=h, header_content=c), any_text, st.one_of(st.none(), any_text)
+    ),
+    st.builds(lambda c: Spt(session_case=c), st.sampled_from(SessionCase)),
+    st.builds(
+        lambda line, c: Spt(sdp_line=line, sdp_content=c),
+        any_text,
+        st.one_of(st.none(), any_text),
+    ),
+)
+any_ifcs = st.builds(
+    InitialFilterCriteria,
+    priority=st.integers(-5, 100),
+    application_server=st.builds(
+        ApplicationServer,
+        any_text,
+        st.sampled_from(DefaultHandling),
+        st.one_of(st.none(), any_text),
+    ),
+    trigger=st.one_of(
+        st.none(),
+        st.builds(TriggerPoint, st.booleans(), st.lists(any_spts, max_size=3).map(tuple)),
+    ),
+    profile_part=st.one_of(st.none(), st.integers(0, 2)),
+)
+any_subscriptions = st.builds(
+    IMSSubscription,
+    any_text,
+    st.lists(
+        st.builds(
+            ServiceProfile,
+            st.lists(st.builds(PublicIdentity, any_text, st.booleans()), max_size=3).map(tuple),
+            st.lists(any_ifcs, max_size=3).map(tuple),
+        ),
+        max_size=2,
+    ).map(tuple),
+)
+
+
+@given(any_subscriptions)
+def test_to_xml_writes_what_elementtree_writes(sub: IMSSubscription) -> None:
+    assert to_xml(sub) == et_xml(sub)
+
+
+def test_to_xml_of_the_lab_profile_is_what_elementtree_writes() -> None:
+    assert to_xml(lab()) == et_xml(lab())
+    odd = IMSSubscription("a&b<c>@x", (ServiceProfile((PublicIdentity(""),), ()),))
+    assert to_xml(odd) == et_xml(odd)
