@@ -800,11 +800,26 @@ class _Cache:
     def __init__(self, max_docs: int = 200_000) -> None:
         self.docs: dict[_Key, dict[str, Any] | None] = {}
         self.queries: dict[_Query, list[str]] = {}
+        #: the field names the cached queries of each collection test
+        self.shapes: dict[str, set[tuple[str, ...]]] = {}
         self.max_docs = max_docs
 
     def clear(self) -> None:
         self.docs.clear()
         self.queries.clear()
+        self.shapes.clear()
+
+    def forget_queries(self, collection: str) -> None:
+        for q in [q for q in self.queries if q[0] == collection]:
+            del self.queries[q]
+        self.shapes.pop(collection, None)
+
+
+_UNKNOWN: Any = object()
+
+
+def _matches(doc: dict[str, Any] | None, eq: frozenset[tuple[str, Any]]) -> bool:
+    return doc is not None and all(doc.get(f) == v for f, v in eq)
 
 
 class _CacheView:
@@ -866,8 +881,12 @@ class _Recorder:
         self, collection: str, limit: int | None = None, **eq: Any
     ) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = self._txn.find(collection, limit, **eq)
+        copies = [(k, dict(d)) for k, d in found]
         if limit is None:
-            self.queries[(collection, frozenset(eq.items()))] = [(k, dict(d)) for k, d in found]
+            self.queries[(collection, frozenset(eq.items()))] = copies
+        for k, d in copies:  # what is not written yet is what the store had: a read
+            if (collection, k) not in self.written:
+                self.read.setdefault((collection, k), d)
         return found
 
     def put(self, collection: str, key: str, doc: dict[str, Any]) -> None:
@@ -890,16 +909,53 @@ class _Recorder:
         return self._txn.count(*args, **kw)
 
     def apply(self, cache: _Cache) -> None:
-        """After the commit: what was read and not written, then what was written."""
+        """After the commit: what was read and not written, then what was written.
+
+        A write changes the result of a query only if the document matched
+        it before and not after, or the other way round (results are keys;
+        the documents themselves are cached apart). Such queries are
+        forgotten, and the ones this transaction ran are kept unless one of
+        its writes changed them. Where the document before the write is not
+        known, every query of its collection is forgotten.
+        """
         if len(cache.docs) > cache.max_docs:
             cache.clear()
-        touched = {c for c, _ in self.written}
-        for q in [q for q in cache.queries if q[0] in touched]:
-            del cache.queries[q]
+        # (collection, document before, document after) of every write
+        changes: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
+        blind: set[str] = set()
+        for key, doc in self.written.items():
+            before = self.read.get(key, _UNKNOWN)
+            if before is _UNKNOWN:
+                before = cache.docs.get(key, _UNKNOWN)
+            if before is _UNKNOWN:
+                blind.add(key[0])
+            else:
+                changes.append((key[0], before, doc))
+        for collection in blind:
+            cache.forget_queries(collection)
+        for collection, before, after in changes:
+            if collection in blind:
+                continue
+            for shape in cache.shapes.get(collection, ()):
+                try:
+                    old = None if before is None else frozenset((f, before.get(f)) for f in shape)
+                    new = None if after is None else frozenset((f, after.get(f)) for f in shape)
+                except TypeError:  # an unhashable value: no telling which queries it is in
+                    cache.forget_queries(collection)
+                    blind.add(collection)
+                    break
+                if old != new:
+                    for eq in (old, new):
+                        if eq is not None:
+                            cache.queries.pop((collection, eq), None)
         for (collection, eq), found in self.queries.items():
-            if collection in touched:
+            if collection in blind or any(
+                c == collection and _matches(before, eq) != _matches(after, eq)
+                for c, before, after in changes
+            ):
                 continue
             cache.queries[(collection, eq)] = [k for k, _ in found]
+            cache.shapes.setdefault(collection, set()).add(tuple(sorted(f for f, _ in eq)))
             for k, d in found:
                 cache.docs.setdefault((collection, k), d)
         for key, doc in self.read.items():

@@ -613,3 +613,50 @@ def test_user_data_is_built_once_per_profile_content(h: Harness) -> None:
         (ALICE_IMPU, False),
         ("tel:+15550001", True),
     }
+
+
+def test_a_write_forgets_only_the_cached_queries_it_changes(h: Harness) -> None:
+    counting = CountingStore(h.store)
+    hss = Hss(HssConfig(), counting)  # type: ignore[arg-type]
+    ids = cx.SessionIds("t", 3)
+    bob, bob_impu = "bob@ims.example.org", "sip:bob@ims.example.org"
+
+    def sar(impi: str, impu: str, kind: ServerAssignmentType, available: bool) -> Message:
+        req = cx.sar(
+            SCSCF, ids.next(), REALM, [impu], SCSCF_URI, kind, impi=impi, data_available=available
+        )
+        return handled(hss, req)
+
+    # Alice registers, re-registers (now from the cache), then Bob registers: a write.
+    sar(ALICE, ALICE_IMPU, ServerAssignmentType.REGISTRATION, False)
+    sar(ALICE, ALICE_IMPU, ServerAssignmentType.RE_REGISTRATION, True)
+    sar(bob, bob_impu, ServerAssignmentType.REGISTRATION, False)
+    before = counting.count
+    # Bob's write left Alice's registration set and profile queries cached.
+    for _ in range(3):
+        ans = sar(ALICE, ALICE_IMPU, ServerAssignmentType.RE_REGISTRATION, False)
+        assert cx.outcome(ans).code == ResultCode.SUCCESS
+    assert counting.count == before
+    (profile,) = from_xml(cx.user_data(ans) or b"").profiles
+    assert len(profile.public_identities) == 2
+    # A new IMPU for Alice changes her set: the next profile has it.
+    hss.transact(
+        lambda t: hss.put_subscriber(
+            t, ALICE, [ALICE_IMPU, "tel:+15550001", "sip:alice2@ims.example.org"], password="p"
+        )
+    )
+    ans = sar(ALICE, ALICE_IMPU, ServerAssignmentType.RE_REGISTRATION, False)
+    (profile,) = from_xml(cx.user_data(ans) or b"").profiles
+    assert {p.identity for p in profile.public_identities} == {
+        ALICE_IMPU,
+        "tel:+15550001",
+        "sip:alice2@ims.example.org",
+    }
+    # ... and the new IMPU is registered with the rest of the set.
+    lia = handled(hss, cx.lir(ICSCF, ids.next(), REALM, "sip:alice2@ims.example.org"))
+    assert cx.outcome(lia).code == CxResult.ERROR_IDENTITY_NOT_REGISTERED or cx.server_name(lia)
+    # An IMPU taken away is gone from the next profile.
+    hss.transact(lambda t: hss.put_subscriber(t, ALICE, [ALICE_IMPU], password="p"))
+    ans = sar(ALICE, ALICE_IMPU, ServerAssignmentType.RE_REGISTRATION, False)
+    (profile,) = from_xml(cx.user_data(ans) or b"").profiles
+    assert [p.identity for p in profile.public_identities] == [ALICE_IMPU]
