@@ -135,8 +135,28 @@ _HEADER_VENDOR = struct.Struct("!III")
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
+#: The encodings of AVPs that messages share (see :func:`keep_encoded`), by id;
+#: each entry holds its AVP, so the id cannot be reused while it is there.
+_ENCODED: dict[int, tuple[Avp, bytes]] = {}
+
+
+def keep_encoded(avp: Avp) -> Avp:
+    """Encode ``avp`` once and for all: an AVP many messages share (a constant)."""
+    try:
+        data = _encode_avp(avp)
+    except (EncodeError, struct.error):
+        return avp  # the message that carries it fails to encode, as it would have
+    if len(_ENCODED) >= 8192:
+        _ENCODED.clear()
+    _ENCODED[id(avp)] = (avp, data)
+    return avp
+
+
 def _encode_avp(avp: Avp) -> bytes:
     """The AVP on the wire: header, payload, padding to 32 bits."""
+    known = _ENCODED.get(id(avp))
+    if known is not None and known[0] is avp:
+        return known[1]
     value, kind = avp.value, avp.type
     vt = type(value)
     if vt is str and kind in _STR_TYPES:
@@ -342,21 +362,28 @@ def _decode_scalar(kind: AvpType, data: bytes) -> Value:
 
 # The fast decoder: how it reads each type, in one entry per dictionary AVP.
 _MODE_STR, _MODE_INT, _MODE_OCTETS, _MODE_GROUPED, _MODE_OTHER = range(5)
-#: (mode, type, M bit forbidden, (unpack_from, size) for integers else None)
-CodecEntry: TypeAlias = tuple[int, AvpType, bool, "tuple[Callable[..., tuple[int]], int] | None"]
+#: (mode, type, M bit forbidden, (unpack_from, size) for integers else None, recurring)
+CodecEntry: TypeAlias = tuple[
+    int, AvpType, bool, "tuple[Callable[..., tuple[int]], int] | None", bool
+]
+#: Decoded AVPs kept by their bytes (see :func:`_decode_fast`); emptied when full.
+_MEMO_SIZE = 4096
 
 
-def codec_entry(kind: AvpType, m_forbidden: bool) -> CodecEntry:
+def codec_entry(kind: AvpType, m_forbidden: bool, recurring: bool = False) -> CodecEntry:
+    """How the fast decoder reads an AVP; ``recurring`` AVPs (identities, realms,
+    application ids, result codes: a few values seen over and over) are
+    decoded once per distinct encoding and the Avp shared."""
     if kind in _STR_TYPES:
-        return (_MODE_STR, kind, m_forbidden, None)
+        return (_MODE_STR, kind, m_forbidden, None, recurring)
     unpacker = _INT_STRUCTS.get(kind)
     if unpacker is not None:
-        return (_MODE_INT, kind, m_forbidden, (unpacker.unpack_from, unpacker.size))
+        return (_MODE_INT, kind, m_forbidden, (unpacker.unpack_from, unpacker.size), recurring)
     if kind is AvpType.OCTET_STRING:
-        return (_MODE_OCTETS, kind, m_forbidden, None)
+        return (_MODE_OCTETS, kind, m_forbidden, None, recurring)
     if kind is AvpType.GROUPED:
-        return (_MODE_GROUPED, kind, m_forbidden, None)
-    return (_MODE_OTHER, kind, m_forbidden, None)
+        return (_MODE_GROUPED, kind, m_forbidden, None, recurring)
+    return (_MODE_OTHER, kind, m_forbidden, None, recurring)
 
 
 class _Unusual(Exception):
@@ -364,7 +391,12 @@ class _Unusual(Exception):
 
 
 def _decode_fast(
-    data: bytes, table: Mapping[tuple[int, int], CodecEntry], strict: bool, pos: int, end: int
+    data: bytes,
+    table: Mapping[tuple[int, int], CodecEntry],
+    strict: bool,
+    pos: int,
+    end: int,
+    memo: dict[bytes, Avp] | None = None,
 ) -> tuple[Avp, ...]:
     """The AVPs of ``data[pos:end]`` when all is well; :class:`_Unusual` otherwise.
 
@@ -372,6 +404,9 @@ def _decode_fast(
     ``strict``) no M bit is set where the dictionary says it must not be or
     on an AVP it does not know. The result is then what :func:`decode_avps`
     gives; anything else is left to it.
+
+    ``memo`` (one per dictionary and value of ``strict``) maps the bytes of a
+    recurring AVP, decoded well before, to its Avp: it is used again as is.
     """
     out: list[Avp] = []
     append = out.append
@@ -401,13 +436,21 @@ def _decode_fast(
             entry = get((code, 0))
         mandatory = bool(flags & _M)
         value: Value
+        raw = b""
         if entry is None:
             if strict and mandatory:
                 raise _Unusual
             kind = octets
             value = data[payload_start:payload_end]
         else:
-            mode, kind, forbidden, ints = entry
+            if entry[4] and memo is not None:
+                raw = data[pos:payload_end]
+                hit = memo.get(raw)
+                if hit is not None:
+                    append(hit)
+                    pos += (length + 3) & ~3
+                    continue
+            mode, kind, forbidden, ints, _ = entry
             if forbidden and strict and mandatory:
                 raise _Unusual
             if mode == _MODE_STR:
@@ -423,13 +466,19 @@ def _decode_fast(
             elif mode == _MODE_OCTETS:
                 value = data[payload_start:payload_end]
             elif mode == _MODE_GROUPED:
-                value = _decode_fast(data, table, strict, payload_start, payload_end)
+                value = _decode_fast(data, table, strict, payload_start, payload_end, memo)
             else:
                 try:
                     value = _decode_scalar(kind, data[payload_start:payload_end])
                 except _ValueError:
                     raise _Unusual from None
-        append(Avp(code, value, kind, vendor, mandatory, bool(flags & _P)))
+        avp = Avp(code, value, kind, vendor, mandatory, bool(flags & _P))
+        append(avp)
+        if raw:
+            assert memo is not None
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[raw] = avp
         pos += (length + 3) & ~3
     return tuple(out)
 
@@ -456,7 +505,9 @@ def decode_avps(
     if end is None:
         end = len(data)
     try:
-        return _decode_fast(data, dictionary.codec_table, strict, start, end)
+        return _decode_fast(
+            data, dictionary.codec_table, strict, start, end, dictionary.decode_memo(strict)
+        )
     except _Unusual:
         pass
     return _decode_careful(data, dictionary, strict=strict, start=start, end=end, lenient=lenient)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from imsp2pd.diameter.avp import Avp, AvpType
+from imsp2pd.diameter.avp import Avp, AvpType, keep_encoded
 from imsp2pd.diameter.codes import (
     Application,
     AuthSessionState,
@@ -69,7 +69,8 @@ def _cx_head(d: Dictionary) -> tuple[Avp, Avp]:
         d.make(AvpCode.VENDOR_ID, Vendor.TGPP),
         d.make(AvpCode.AUTH_APPLICATION_ID, Application.CX),
     )
-    return app, d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED)
+    state = d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED)
+    return keep_encoded(app), keep_encoded(state)
 
 
 def cx_head(d: Dictionary | None = None) -> tuple[Avp, Avp]:

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 
-from imsp2pd.diameter.avp import Avp, AvpType, CodecEntry, Value, codec_entry, default_vendor
+from imsp2pd.diameter.avp import (
+    Avp,
+    AvpType,
+    CodecEntry,
+    Value,
+    codec_entry,
+    default_vendor,
+    keep_encoded,
+)
 from imsp2pd.diameter.codes import Application, AvpCode, Command, TgppAvp, Vendor
 
 
@@ -422,6 +430,40 @@ _COMMANDS = (
 )
 
 
+#: AVPs with few distinct values, seen in message after message: the decoder
+#: keeps them by their bytes (identities and realms of peers, application
+#: ids, result codes, Cx enumerations and S-CSCF names and capabilities).
+RECURRING: frozenset[AvpKey] = frozenset(
+    (int(c), int(default_vendor(c)))
+    for c in (
+        AvpCode.ORIGIN_HOST,
+        AvpCode.ORIGIN_REALM,
+        AvpCode.DESTINATION_HOST,
+        AvpCode.DESTINATION_REALM,
+        AvpCode.VENDOR_SPECIFIC_APPLICATION_ID,
+        AvpCode.AUTH_APPLICATION_ID,
+        AvpCode.ACCT_APPLICATION_ID,
+        AvpCode.VENDOR_ID,
+        AvpCode.AUTH_SESSION_STATE,
+        AvpCode.RESULT_CODE,
+        AvpCode.EXPERIMENTAL_RESULT,
+        AvpCode.ORIGIN_STATE_ID,
+        AvpCode.DIGEST_REALM,
+        AvpCode.DIGEST_ALGORITHM,
+        AvpCode.DIGEST_QOP,
+        TgppAvp.VISITED_NETWORK_IDENTIFIER,
+        TgppAvp.SERVER_NAME,
+        TgppAvp.SERVER_CAPABILITIES,
+        TgppAvp.SERVER_ASSIGNMENT_TYPE,
+        TgppAvp.USER_DATA_ALREADY_AVAILABLE,
+        TgppAvp.USER_AUTHORIZATION_TYPE,
+        TgppAvp.SIP_NUMBER_AUTH_ITEMS,
+        TgppAvp.SIP_ITEM_NUMBER,
+        TgppAvp.SIP_AUTHENTICATION_SCHEME,
+    )
+)
+
+
 class Dictionary:
     """AVP and command definitions, indexed by (code, vendor) and by name."""
 
@@ -434,7 +476,15 @@ class Dictionary:
         self._commands: dict[int, CommandDef] = {c.code: c for c in commands}
         self._made: dict[tuple[type, int], AvpDef] = {}
         self._constants: dict[tuple[type, int, type, str | int | bytes], Avp] = {}
-        self._codec = {key: codec_entry(d.type, d.m_forbidden) for key, d in self._avps.items()}
+        self._codec = {
+            key: codec_entry(d.type, d.m_forbidden, key in RECURRING)
+            for key, d in self._avps.items()
+        }
+        self._memos: tuple[dict[bytes, Avp], dict[bytes, Avp]] = ({}, {})
+
+    def decode_memo(self, strict: bool) -> dict[bytes, Avp]:
+        """The decoder's recurring AVPs, by their bytes, for requests (strict) or answers."""
+        return self._memos[strict]
 
     @property
     def codec_table(self) -> Mapping[AvpKey, CodecEntry]:
@@ -491,7 +541,7 @@ class Dictionary:
         if found is None:
             if len(self._constants) >= 4096:
                 self._constants.clear()
-            found = self._constants[key] = self.make(avp, value)
+            found = self._constants[key] = keep_encoded(self.make(avp, value))
         return found
 
     def group(self, avp: str | int, *children: Avp) -> Avp:

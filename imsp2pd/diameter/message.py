@@ -7,7 +7,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from imsp2pd.diameter.avp import Avp, AvpType, Value, decode_avps, find_all, find_avp
+from imsp2pd.diameter.avp import (
+    Avp,
+    AvpType,
+    Value,
+    decode_avps,
+    find_all,
+    find_avp,
+    keep_encoded,
+)
 from imsp2pd.diameter.codes import (
     HEADER_LENGTH,
     MAX_MESSAGE_LENGTH,
@@ -360,10 +368,12 @@ def answer(
 
 @lru_cache(maxsize=256)
 def _experimental_result(d: Dictionary, vendor_id: int, code: int) -> Avp:
-    return d.group(
-        AvpCode.EXPERIMENTAL_RESULT,
-        d.make(AvpCode.VENDOR_ID, vendor_id),
-        d.make(AvpCode.EXPERIMENTAL_RESULT_CODE, code),
+    return keep_encoded(
+        d.group(
+            AvpCode.EXPERIMENTAL_RESULT,
+            d.make(AvpCode.VENDOR_ID, vendor_id),
+            d.make(AvpCode.EXPERIMENTAL_RESULT_CODE, code),
+        )
     )
 
 

@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 
 from imsp2pd.diameter import cx
-from imsp2pd.diameter.avp import Avp
+from imsp2pd.diameter.avp import Avp, keep_encoded
 from imsp2pd.diameter.codes import (
     AvpCode,
     Command,
@@ -352,7 +352,7 @@ class Hss:
         )
         if len(self._server_capabilities) >= 1024:
             self._server_capabilities.clear()
-        self._server_capabilities[(mandatory, optional)] = found
+        self._server_capabilities[(mandatory, optional)] = keep_encoded(found)
         return found
 
     # MAR --------------------------------------------------------------------------
