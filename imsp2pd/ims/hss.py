@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -229,6 +229,20 @@ class Hss:
 
     def forget_cache(self) -> None:
         self._cache.clear()
+
+    def warm_cache(self, limit: int | None = None) -> Deferred[int]:
+        """Read subscribers and identities into the cache (one store transaction).
+
+        After provisioning at start, so that the first UAR of each user is
+        answered from the cache too. ``limit`` per collection (default: half
+        the cache's size); fires with the number of documents read.
+        """
+        cap = self._cache.max_docs // 2 if limit is None else limit
+
+        def read(txn: Any) -> int:
+            return sum(1 for c in (SUBSCRIBERS, IDENTITIES) for _ in txn.scan(c, limit=cap))
+
+        return self.transact(read)
 
     def process(self, txn: Any, req: Message) -> Message:
         handler = {
@@ -902,8 +916,13 @@ class _Recorder:
         self.written[(collection, key)] = None
         return gone
 
-    def scan(self, *args: Any, **kw: Any) -> Any:
-        return self._txn.scan(*args, **kw)
+    def scan(
+        self, collection: str, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        for k, d in self._txn.scan(collection, prefix, after, limit):
+            if (collection, k) not in self.written:  # what the store had: a read
+                self.read.setdefault((collection, k), dict(d))
+            yield k, d
 
     def count(self, *args: Any, **kw: Any) -> Any:
         return self._txn.count(*args, **kw)

@@ -660,3 +660,21 @@ def test_a_write_forgets_only_the_cached_queries_it_changes(h: Harness) -> None:
     ans = sar(ALICE, ALICE_IMPU, ServerAssignmentType.RE_REGISTRATION, False)
     (profile,) = from_xml(cx.user_data(ans) or b"").profiles
     assert [p.identity for p in profile.public_identities] == [ALICE_IMPU]
+
+
+def test_warm_cache_answers_first_uars_without_a_transaction(h: Harness) -> None:
+    counting = CountingStore(h.store)
+    hss = Hss(HssConfig(), counting)  # type: ignore[arg-type]
+    ids = cx.SessionIds("t", 4)
+    read: list[int] = []
+    hss.warm_cache().addCallback(read.append)
+    assert read == [3 + 5]  # three subscribers; four IMPUs and a PSI
+    before = counting.count
+    for impi, impu in ((ALICE, ALICE_IMPU), ("bob@ims.example.org", "sip:bob@ims.example.org")):
+        uaa = handled(hss, cx.uar(ICSCF, ids.next(), REALM, impi, impu, REALM))
+        assert cx.outcome(uaa).code == CxResult.FIRST_REGISTRATION
+    assert counting.count == before
+    # a limit bounds what is read
+    small = Hss(HssConfig(), h.store)
+    small.warm_cache(limit=1).addCallback(read.append)
+    assert read[-1] == 2
