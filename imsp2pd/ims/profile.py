@@ -14,6 +14,7 @@ The S-CSCF evaluates the iFC (imsp2pd.ims.ifc); this module only models and
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from enum import IntEnum
@@ -251,13 +252,95 @@ def _spt_from(e: ET.Element) -> Spt:
     )
 
 
+def _ifcs_from(sp: ET.Element) -> tuple[InitialFilterCriteria, ...]:
+    ifcs = []
+    for f in sp.findall("InitialFilterCriteria"):
+        tp = f.find("TriggerPoint")
+        trigger = None
+        if tp is not None:
+            trigger = TriggerPoint(
+                _bool(_child_text(tp, "ConditionTypeCNF"), "ConditionTypeCNF"),
+                tuple(_spt_from(s) for s in tp.findall("SPT")),
+            )
+        a = f.find("ApplicationServer")
+        if a is None:
+            raise ProfileError("an InitialFilterCriteria needs an ApplicationServer")
+        handling = _child_text(a, "DefaultHandling", False)
+        try:
+            default = DefaultHandling(_int(handling, "DefaultHandling") if handling else 0)
+        except ValueError:
+            raise ProfileError(f"unknown DefaultHandling {handling}") from None
+        part = _child_text(f, "ProfilePartIndicator", False)
+        ifcs.append(
+            InitialFilterCriteria(
+                priority=_int(_child_text(f, "Priority"), "Priority"),
+                application_server=ApplicationServer(
+                    _child_text(a, "ServerName") or "",
+                    default,
+                    _child_text(a, "ServiceInfo", False),
+                ),
+                trigger=trigger,
+                profile_part=_int(part, "ProfilePartIndicator") if part is not None else None,
+            )
+        )
+    return tuple(ifcs)
+
+
+# The documents this module writes (one ServiceProfile, identities of printable
+# ASCII without markup characters, no whitespace between elements) are read by
+# a pattern, and their iFCs, which most subscribers share, parsed once by their
+# bytes. Anything else, or anything the fast reading refuses, goes to the parser.
+_NAME = rb"[!-%'-;=?-~]+"
+_OURS = re.compile(
+    rb'<\?xml version="1\.0" encoding="UTF-8"\?><IMSSubscription><PrivateID>(' + _NAME + rb")"
+    rb"</PrivateID><ServiceProfile>((?:<PublicIdentity>(?:<BarringIndication>1"
+    rb"</BarringIndication>)?<Identity>" + _NAME + rb"</Identity></PublicIdentity>)+)"
+    rb"((?:<InitialFilterCriteria>.*?</InitialFilterCriteria>)*)</ServiceProfile>"
+    rb"</IMSSubscription>",
+    re.S,
+)
+_PUBLIC = re.compile(
+    rb"<PublicIdentity>(<BarringIndication>1</BarringIndication>)?<Identity>(" + _NAME + rb")"
+)
+
+
+@lru_cache(maxsize=256)
+def _shared_ifcs(section: bytes) -> tuple[InitialFilterCriteria, ...]:
+    return _ifcs_from(ET.fromstring(b"<ServiceProfile>" + section + b"</ServiceProfile>"))
+
+
+def _from_our_xml(data: bytes) -> IMSSubscription | None:
+    m = _OURS.fullmatch(data)
+    if m is None or b"<PublicIdentity" in m.group(3):
+        return None
+    try:
+        ifcs = _shared_ifcs(m.group(3))
+    except (ET.ParseError, ProfileError, LookupError, UnicodeError):
+        return None  # the parser says what is wrong, in its words
+    pubs = tuple(
+        PublicIdentity(identity.decode(), bool(barred))
+        for barred, identity in _PUBLIC.findall(m.group(2))
+    )
+    return IMSSubscription(m.group(1).decode(), (ServiceProfile(pubs, ifcs),))
+
+
 def from_xml(data: bytes) -> IMSSubscription:
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ProfileError("User-Data must not carry a DOCTYPE or entities")
+    ours = _from_our_xml(data)
+    if ours is not None:
+        return ours
+    return _parse_xml(data)
+
+
+def _parse_xml(data: bytes) -> IMSSubscription:
+    """:func:`from_xml` by the XML parser, for any document."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise ProfileError(f"User-Data is not well-formed XML: {exc}") from None
+    except (LookupError, UnicodeError) as exc:  # an encoding the declaration names
+        raise ProfileError(f"User-Data cannot be decoded: {exc}") from None
     if root.tag != "IMSSubscription":
         raise ProfileError(f"root element is <{root.tag}>, not <IMSSubscription>")
     private_id = _child_text(root, "PrivateID") or ""
@@ -274,37 +357,7 @@ def from_xml(data: bytes) -> IMSSubscription:
             )
         if not pubs:
             raise ProfileError("a ServiceProfile needs a PublicIdentity")
-        ifcs = []
-        for f in sp.findall("InitialFilterCriteria"):
-            tp = f.find("TriggerPoint")
-            trigger = None
-            if tp is not None:
-                trigger = TriggerPoint(
-                    _bool(_child_text(tp, "ConditionTypeCNF"), "ConditionTypeCNF"),
-                    tuple(_spt_from(s) for s in tp.findall("SPT")),
-                )
-            a = f.find("ApplicationServer")
-            if a is None:
-                raise ProfileError("an InitialFilterCriteria needs an ApplicationServer")
-            handling = _child_text(a, "DefaultHandling", False)
-            try:
-                default = DefaultHandling(_int(handling, "DefaultHandling") if handling else 0)
-            except ValueError:
-                raise ProfileError(f"unknown DefaultHandling {handling}") from None
-            part = _child_text(f, "ProfilePartIndicator", False)
-            ifcs.append(
-                InitialFilterCriteria(
-                    priority=_int(_child_text(f, "Priority"), "Priority"),
-                    application_server=ApplicationServer(
-                        _child_text(a, "ServerName") or "",
-                        default,
-                        _child_text(a, "ServiceInfo", False),
-                    ),
-                    trigger=trigger,
-                    profile_part=_int(part, "ProfilePartIndicator") if part is not None else None,
-                )
-            )
-        profiles.append(ServiceProfile(tuple(pubs), tuple(ifcs)))
+        profiles.append(ServiceProfile(tuple(pubs), _ifcs_from(sp)))
     if not profiles:
         raise ProfileError("an IMSSubscription needs a ServiceProfile")
     return IMSSubscription(private_id, tuple(profiles))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -287,3 +288,45 @@ def test_to_xml_of_the_lab_profile_is_what_elementtree_writes() -> None:
     assert to_xml(lab()) == et_xml(lab())
     odd = IMSSubscription("a&b<c>@x", (ServiceProfile((PublicIdentity(""),), ()),))
     assert to_xml(odd) == et_xml(odd)
+
+
+@given(any_subscriptions, st.data())
+def test_from_xml_reads_our_documents_as_the_parser_does(
+    sub: IMSSubscription, data: st.DataObject
+) -> None:
+    from imsp2pd.ims.profile import _parse_xml
+
+    doc = bytearray(to_xml(sub))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(doc) - 1))
+        doc[pos : pos + 1] = data.draw(st.sampled_from([b"", b"<", b"&", b" ", b"x", b"\x01"]))
+    raw = bytes(doc)
+
+    def read(parse: Any) -> object:
+        try:
+            return parse(raw)
+        except ProfileError as exc:
+            return str(exc)
+
+    assert read(from_xml) == read(_parse_xml)
+
+
+def test_from_xml_fast_reading_keeps_what_the_parser_would_see() -> None:
+    from imsp2pd.ims.profile import _parse_xml
+
+    doc = to_xml(lab())
+    # a PublicIdentity after the iFCs is the parser's, not the pattern's
+    extra = doc.replace(
+        b"</InitialFilterCriteria></ServiceProfile>",
+        b"</InitialFilterCriteria><PublicIdentity><Identity>sip:x@y</Identity>"
+        b"</PublicIdentity></ServiceProfile>",
+    )
+    assert from_xml(extra) == _parse_xml(extra)
+    assert len(from_xml(extra).profiles[0].public_identities) == 3
+    assert from_xml(doc) == _parse_xml(doc) == lab()
+
+
+def test_an_unknown_encoding_is_a_profile_error() -> None:
+    doc = to_xml(lab()).replace(b'encoding="UTF-8"', b'encoding="TF-8"')
+    with pytest.raises(ProfileError, match="cannot be decoded"):
+        from_xml(doc)
