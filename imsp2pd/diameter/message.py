@@ -180,6 +180,8 @@ class Framer:
         self._max_length = max_length
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buffer and type(data) is bytes:
+            return self._feed_whole(data)
         self._buffer += data
         frames: list[bytes] = []
         pos = 0
@@ -201,6 +203,28 @@ class Framer:
             del buf[:pos]
         return frames
 
+    def _feed_whole(self, data: bytes) -> list[bytes]:
+        """:meth:`feed` with nothing buffered: the frames are slices of ``data``
+        (the whole of it for one message), only a partial tail is kept."""
+        frames: list[bytes] = []
+        pos, size = 0, len(data)
+        while True:
+            length = message_length(data, pos)
+            if length is None:
+                break
+            if length > self._max_length:
+                raise FramingError(
+                    f"message of {length} bytes exceeds the limit {self._max_length}",
+                    ResultCode.INVALID_MESSAGE_LENGTH,
+                )
+            if size - pos < length:
+                break
+            frames.append(data if length == size else data[pos : pos + length])
+            pos += length
+        if pos < size:
+            self._buffer += data[pos:]
+        return frames
+
     @property
     def buffered(self) -> int:
         return len(self._buffer)
@@ -213,7 +237,7 @@ def decode_header(data: bytes) -> Header:
     return Header(flags_code & 0xFFFFFF, app, flags_code >> 24, hbh, e2e)
 
 
-def decode_message(data: bytes, dictionary: Dictionary) -> Message:
+def decode_message(data: bytes, dictionary: Dictionary, header: Header | None = None) -> Message:
     """Decode one whole message (as :class:`Framer` returns them).
 
     :class:`FramingError` if the header itself is unusable; otherwise
@@ -221,6 +245,7 @@ def decode_message(data: bytes, dictionary: Dictionary) -> Message:
     to answer a request with: 3008 for header bits, 5014/5004 for an AVP
     that does not decode, 5001/3009 for M-bit trouble in a request, 5005 for a
     missing required AVP and 5009 for one that may occur only once.
+    ``header`` is the message's own when the caller decoded it already.
     """
     length = message_length(data)
     if length is None or length != len(data):
@@ -228,7 +253,8 @@ def decode_message(data: bytes, dictionary: Dictionary) -> Message:
             f"message length field says {length}, got {len(data)} bytes",
             ResultCode.INVALID_MESSAGE_LENGTH,
         )
-    header = decode_header(data)
+    if header is None:
+        header = decode_header(data)
     is_request = header.is_request
     try:
         if is_request and header.flags & _E:

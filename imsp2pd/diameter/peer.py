@@ -477,7 +477,7 @@ class PeerConnection:
             )
             return [Send(reply.encode())]
         try:
-            msg = decode_message(frame, self.dictionary)
+            msg = decode_message(frame, self.dictionary, header)
         except DecodeError as exc:
             assert exc.header is not None
             if not exc.header.is_request:

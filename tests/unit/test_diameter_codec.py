@@ -541,3 +541,18 @@ def test_kept_encodings_are_the_encodings() -> None:
     bad = keep_encoded(Avp(1, True, AvpType.UNSIGNED32))
     with pytest.raises(EncodeError):
         Message(Command.DEVICE_WATCHDOG, 0, 0x80, avps=(bad,)).encode()
+
+
+@given(st.lists(st.integers(1, 200), max_size=12))
+def test_framer_frames_do_not_depend_on_how_the_stream_is_cut(cuts: list[int]) -> None:
+    one = cer().encode()
+    two = request(280, 0, [D.make(AvpCode.ORIGIN_HOST, "x")]).encode()
+    stream = one + two + one + one
+    framer, frames, pos = Framer(), [], 0
+    for cut in cuts:
+        frames += framer.feed(stream[pos : pos + cut])
+        pos += cut
+    frames += framer.feed(stream[pos:])
+    assert frames == [one, two, one, one]
+    assert all(type(f) is bytes for f in frames)
+    assert framer.buffered == 0
