@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from imsp2pd.diameter import cx
-from imsp2pd.diameter.avp import AvpType
+from imsp2pd.diameter.avp import Avp, AvpType
 from imsp2pd.diameter.codes import CxResult, TgppAvp, UserAuthorizationType
 from imsp2pd.diameter.message import Message as DiameterMessage
 from imsp2pd.sip.errors import SipParseError
@@ -54,20 +55,32 @@ class ScscfEntry:
 LAB_SCSCFS = (ScscfEntry("sip:127.0.0.1:6060"),)
 
 
+#: ServerCapabilities by the id of the AVP read (the decoder shares a recurring
+#: AVP between answers); each entry holds its AVP, so the id is not reused.
+_READ: dict[int, tuple[Avp, ServerCapabilities]] = {}
+
+
 def server_capabilities(msg: DiameterMessage) -> ServerCapabilities | None:
     """The Server-Capabilities of a Cx answer, None when it has none."""
     caps = msg.find(TgppAvp.SERVER_CAPABILITIES)
     if caps is None or caps.type is not AvpType.GROUPED:
         return None
+    known = _READ.get(id(caps))
+    if known is not None and known[0] is caps:
+        return known[1]
 
     def ints(code: int) -> frozenset[int]:
         return frozenset(a.value for a in caps.find_all(code) if isinstance(a.value, int))
 
-    return ServerCapabilities(
+    found = ServerCapabilities(
         ints(TgppAvp.MANDATORY_CAPABILITY),
         ints(TgppAvp.OPTIONAL_CAPABILITY),
         tuple(a.value for a in caps.find_all(TgppAvp.SERVER_NAME) if isinstance(a.value, str)),
     )
+    if len(_READ) >= 256:
+        _READ.clear()
+    _READ[id(caps)] = (caps, found)
+    return found
 
 
 def choose_scscf(
@@ -103,6 +116,7 @@ def choose_scscf(
     return caps.names[0] if caps.names else None
 
 
+@lru_cache(maxsize=1024)
 def _name_key(name: str) -> str:
     try:
         return str(parse_uri(name)).lower()
@@ -164,6 +178,7 @@ def lir_status(outcome: cx.Outcome) -> tuple[int, str] | None:
     return 480, "HSS Refused"
 
 
+@lru_cache(maxsize=1024)
 def target_of(name: str, default_transport: str = "UDP") -> Target:
     uri = parse_uri(name)
     if not isinstance(uri, SipURI):
