@@ -365,7 +365,7 @@ def run(args: Any, work: Path, procs: list[subprocess.Popen[bytes]]) -> int:
             work / "kamailio.cfg", KAMAILIO_CFG.format(port=kam, target=direct_as, mpath=mpath)
         )
         kp = subprocess.Popen(
-            [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-w", str(work), "-P", str(work / "kam.pid")],
+            [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-m", "512", "-w", str(work), "-P", str(work / "kam.pid")],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         procs.append(kp)

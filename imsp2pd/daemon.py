@@ -8,6 +8,7 @@ service starts (after any fork), before the roles start.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -155,7 +156,32 @@ def build(p: Plan, reactor: Any, control_endpoint: str | None = None) -> MultiSe
     return top
 
 
+class GcTuning(Service):
+    """The collector tuned for a daemon that allocates many short-lived
+    objects per message: young collections every 50,000 allocations instead
+    of 700 (most objects of a request die before one), and what start-up
+    made (modules, roles, configuration) moved out of the collector's sight
+    once the process runs.  Full collections then only scan what traffic
+    keeps alive, which the SIP and Diameter cores keep small."""
+
+    THRESHOLDS = (50_000, 20, 10)
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        gc.set_threshold(*self.THRESHOLDS)
+        self.reactor.callWhenRunning(self._freeze)
+
+    def _freeze(self) -> None:
+        gc.collect()
+        gc.freeze()
+
+
 def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
-    return build(options.plan, reactor, options["control"])
+    top = build(options.plan, reactor, options["control"])
+    GcTuning(reactor).setServiceParent(top)
+    return top

@@ -17,6 +17,7 @@ outputs, or later hands outputs to :meth:`SipNode.submit` when it had to wait
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -40,6 +41,11 @@ from imsp2pd.sip.proxy import Output, SipCore, Source, Target, Transmit, respons
 log = Logger()
 
 MAX_DATAGRAM = 65535
+#: the UDP socket buffers asked for (the kernel caps them at net.core.rmem_max
+#: / wmem_max): the default ~200 kB holds only ~250 SIP datagrams, which a
+#: burst of a few thousand requests a second overflows in a garbage
+#: collection or a slow callback, and every datagram lost is a retransmission
+UDP_BUFFER = 4 << 20
 
 
 class TransactionUser(Protocol):
@@ -163,6 +169,13 @@ class SipNode:
         self._udp = _Datagram(self)
         p = self.reactor.listenUDP(port, self._udp, interface=interface, maxPacketSize=MAX_DATAGRAM)
         self._ports.append(p)
+        handle = getattr(p, "getHandle", None)
+        if handle is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    handle().setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+                except (OSError, AttributeError):  # best effort: a memory reactor has none
+                    pass
         return p
 
     def listen_tcp(self, port: int, interface: str = "127.0.0.1") -> Any:
