@@ -309,7 +309,13 @@ def _build(
     vias = []
     parsed: dict[str, object] = {}
     checked = _CHECKED
+    index: dict[str, list[str]] = {}  # Message._index, made here from the names we have
     for (n, v), ln in zip(headers, lnames, strict=True):
+        values = index.get(ln)
+        if values is None:
+            index[ln] = [v]
+        else:
+            values.append(v)
         if ln not in checked:
             continue
         if ln == "via":
@@ -344,6 +350,7 @@ def _build(
     cache["vias"] = vias
     cache["top_via"] = vias[0]
     cache["cseq"] = cseq
+    cache["_index"] = index
     cache.update(parsed)
     return msg
 
