@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from imsp2pd.diameter.codes import Application, Command, ResultCode, Vendor
@@ -26,6 +26,7 @@ from imsp2pd.diameter.dictionary import default_dictionary
 from imsp2pd.diameter.message import Framer, Message, decode_message
 from imsp2pd.diameter.node import DiameterNode, PeerConfig
 from imsp2pd.diameter.peer import LocalConfig
+from tests.integration.labkit import wait_until
 
 FREEDIAMETER = shutil.which("freeDiameterd")
 EXTENSIONS = Path("/usr/lib/freeDiameter")
@@ -122,15 +123,12 @@ LoadExtension = "{EXTENSIONS}/acl_wl.fdx" : "{self.dir / "acl.conf"}";
         )
         return node
 
-    @defer.inlineCallbacks
-    def wait_for(self, condition: Any, limit: float) -> Any:
-        waited = 0.0
-        while not condition():
-            if waited >= limit:
-                log = (self.dir / "fd.log").read_text(errors="replace")[-3000:]
-                self.fail(f"condition not met within {limit}s; freeDiameter log tail:\n{log}")
-            yield task.deferLater(reactor, 0.2, lambda: None)
-            waited += 0.2
+    def wait_for(self, condition: Any, limit: float) -> defer.Deferred[None]:
+        def describe() -> str:
+            log = (self.dir / "fd.log").read_text(errors="replace")[-3000:]
+            return f"condition not met within {limit}s; freeDiameter log tail:\n{log}"
+
+        return wait_until(condition, limit, interval=0.2, describe=describe)
 
     def watchdogs_done(self) -> bool:
         r = self.recorder

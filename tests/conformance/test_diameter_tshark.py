@@ -41,6 +41,7 @@ from imsp2pd.ims import milenage
 from imsp2pd.ims.hss import MIGRATIONS as HSS_MIGRATIONS
 from imsp2pd.ims.hss import Hss, HssConfig, content_ifcs, ifc_documents
 from imsp2pd.store import SQLiteStore
+from tests.integration.labkit import wait_until
 
 from . import tshark
 
@@ -157,14 +158,6 @@ class TsharkTests(unittest.TestCase):
         return ocs
 
     @defer.inlineCallbacks
-    def wait_for(self, condition: Any, limit: float = 10.0) -> Any:
-        waited = 0.0
-        while not condition():
-            self.assertLess(waited, limit, "timed out waiting")
-            yield task.deferLater(reactor, 0.05, lambda: None)
-            waited += 0.05
-
-    @defer.inlineCallbacks
     def test_exchange_decodes_cleanly(self) -> Any:
         from imsp2pd.ims.ro import CURRENCIES, RequestedAction, build_ccr
 
@@ -214,7 +207,7 @@ class TsharkTests(unittest.TestCase):
         client.start()
         self.addCleanup(hss_node.stop)
         self.addCleanup(ocs_node.stop)
-        yield self.wait_for(
+        yield wait_until(
             lambda: (
                 client.is_available("hss.ims.example.org")
                 and client.is_available("ocs.ims.example.org")

@@ -3,6 +3,7 @@
 :func:`write_lab` writes ``etc/imsp2pd.toml`` and ``etc/subscribers.toml``
 under a folder; :class:`Daemon` runs ``twistd -n imsp2p`` with it in a
 subprocess and waits until its control port says healthy.
+:func:`wait_until` polls a condition from inside the reactor, for trial tests.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 BIN = Path(sys.executable).parent
 PSI = "sip:content@ims.example.org"
@@ -190,6 +196,45 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def wait_until(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    describe: Callable[[], str] | None = None,
+    clock: Any = None,
+) -> Deferred[None]:
+    """Fires once ``condition()`` is true, asking now and then every ``interval``
+    seconds; fails with a :class:`~twisted.trial.unittest.FailTest` (the text of
+    ``describe()``, if given) once ``timeout`` seconds have passed on ``clock``
+    (the global reactor by default) without it. An exception from ``condition``
+    fails the Deferred too."""
+    from twisted.internet.defer import Deferred
+    from twisted.trial.unittest import FailTest
+
+    if clock is None:
+        from twisted.internet import reactor as clock
+    done: Deferred[None] = Deferred()
+    start = clock.seconds()
+
+    def poll() -> None:
+        try:
+            met = condition()
+        except BaseException:
+            done.errback()
+            return
+        if met:
+            done.callback(None)
+        elif clock.seconds() - start >= timeout:
+            text = describe() if describe else f"condition not met within {timeout}s"
+            done.errback(FailTest(text))
+        else:
+            clock.callLater(interval, poll)
+
+    poll()
+    return done
 
 
 def announce(reactor: object, announce_url: str, info_hash: str, left: int) -> object:

@@ -28,6 +28,7 @@ from imsp2pd.sip.proxy import LocalAddress, SipCore, Source, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
 from imsp2pd.store import SQLiteStore
+from tests.integration.labkit import wait_until
 
 D = default_dictionary()
 REALM = "ims.example.org"
@@ -170,7 +171,7 @@ class ChainTests(unittest.TestCase):
         docs = self.store.transact_now(lambda txn: txn.find("scscf_registrations"))
         self.assertEqual([k for k, _ in docs], ["sip:alice@ims.example.org"])
         # third-party REGISTER to the AS (iFC priority 1)
-        yield _wait(lambda: any(r.method == "REGISTER" for r in self.at_as))
+        yield wait_until(lambda: any(r.method == "REGISTER" for r in self.at_as), 5.0)
         # the purchase MESSAGE with a forged identity
         msg = build_request(
             "MESSAGE", PSI, from_uri="sip:alice@ims.example.org", body=b'{"purchase_id": "p1"}',
@@ -216,7 +217,7 @@ class ChainTests(unittest.TestCase):
         resp = yield self.ue.request(sub, target=self.to_p)
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.get("Expires"), "600")
-        yield _wait(lambda: len(self.at_ue) == 1)
+        yield wait_until(lambda: len(self.at_ue) == 1, 5.0)
         first = self.at_ue[0]
         self.assertEqual(first.method, "NOTIFY")
         self.assertEqual(first.get("Subscription-State"), "active;expires=600")
@@ -224,7 +225,7 @@ class ChainTests(unittest.TestCase):
         self.assertIn(f"sip:alice@127.0.0.1:{self.ue_port}".encode(), first.body)
         # the HSS deregisters alice (an RTR): the UE hears of it
         self.assertEqual(len(self.scscf.deregister("alice@ims.example.org", [])), 1)
-        yield _wait(lambda: len(self.at_ue) == 2)
+        yield wait_until(lambda: len(self.at_ue) == 2, 5.0)
         last = self.at_ue[1]
         self.assertEqual(last.get("Subscription-State"), "terminated;reason=noresource")
         self.assertIn(b'event="rejected"', last.body)
@@ -251,7 +252,7 @@ class ChainTests(unittest.TestCase):
         # the UE's connection closes: the P-CSCF forgets the flow, nothing reaches it
         for stream in list(self.ue.node._flows.values()):
             stream.transport.loseConnection()
-        yield _wait(lambda: not self.pcscf.ues.by_flow)
+        yield wait_until(lambda: not self.pcscf.ues.by_flow, 5.0)
 
     @defer.inlineCallbacks
     def test_aka_resynchronisation(self) -> Any:
@@ -350,19 +351,3 @@ def _isim(rand: bytes, autn: bytes) -> bytes:
     """What the UE's ISIM computes: check AUTN, return RES."""
     _sqn, res, _ck, _ik = milenage.verify_autn(K, milenage.compute_opc(K, OP), rand, autn)
     return res
-
-
-def _wait(cond: Any, timeout: float = 5.0) -> defer.Deferred[None]:
-    d: defer.Deferred[None] = defer.Deferred()
-    start = reactor.seconds()
-
-    def poll() -> None:
-        if cond():
-            d.callback(None)
-        elif reactor.seconds() - start > timeout:
-            d.errback(AssertionError("condition not met in time"))
-        else:
-            reactor.callLater(0.02, poll)
-
-    poll()
-    return d

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from imsp2pd.diameter import cx
@@ -13,6 +13,7 @@ from imsp2pd.diameter.errors import PeerUnavailable
 from imsp2pd.diameter.message import Message
 from imsp2pd.diameter.node import Backoff, DiameterNode, PeerConfig
 from imsp2pd.diameter.peer import LocalConfig, PeerInfo
+from tests.integration.labkit import wait_until
 
 REALM = "ims.example.org"
 CX = ((Vendor.TGPP, Application.CX),)
@@ -36,14 +37,6 @@ class LoopbackTests(TestCase):
         return node, listening.getHost().port
 
     @defer.inlineCallbacks
-    def wait_for(self, condition: Any, limit: float = 10.0) -> Any:
-        waited = 0.0
-        while not condition():
-            self.assertLess(waited, limit, "timed out")
-            yield task.deferLater(reactor, 0.05, lambda: None)
-            waited += 0.05
-
-    @defer.inlineCallbacks
     def test_restart_reconnect_and_failover(self) -> Any:
         hss1, port1 = self.server("hss1.ims.example.org")
         hss2, port2 = self.server("hss2.ims.example.org")
@@ -59,7 +52,7 @@ class LoopbackTests(TestCase):
         client.start()
         self.addCleanup(client.stop)
         ids = cx.SessionIds(ME.host, reactor.seconds())
-        yield self.wait_for(
+        yield wait_until(
             lambda: (
                 client.is_available("hss1.ims.example.org")
                 and client.is_available("hss2.ims.example.org")
@@ -74,19 +67,19 @@ class LoopbackTests(TestCase):
 
         # hss1 shuts down cleanly (DPR): traffic moves to hss2 at once.
         yield hss1.stop()
-        yield self.wait_for(lambda: not client.is_available("hss1.ims.example.org"))
+        yield wait_until(lambda: not client.is_available("hss1.ims.example.org"))
         ans = yield client.request(cx.lir(ME, ids.next(), REALM, "sip:a@x"))
         self.assertEqual(ans.origin_host, "hss2.ims.example.org")
 
         # hss1 comes back on the same port: the client reconnects by itself.
         hss1b, _ = self.server("hss1.ims.example.org", port1)
-        yield self.wait_for(lambda: client.is_available("hss1.ims.example.org"))
+        yield wait_until(lambda: client.is_available("hss1.ims.example.org"))
         ans = yield client.request(cx.lir(ME, ids.next(), REALM, "sip:a@x"))
         self.assertEqual(ans.origin_host, "hss1.ims.example.org")
 
         # Both gone: a clear, immediate error rather than a hang.
         yield hss1b.stop()
         yield hss2.stop()
-        yield self.wait_for(lambda: not client.is_available())
+        yield wait_until(lambda: not client.is_available())
         with self.assertRaises(PeerUnavailable):
             yield client.request(cx.lir(ME, ids.next(), REALM, "sip:a@x"))

@@ -30,8 +30,9 @@ from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
 from imsp2pd.store import SQLiteStore
 from imsp2pd_roles.icscf import cx_client
+from tests.integration.labkit import wait_until
 
-from .test_cscf_chain import _Null, _wait
+from .test_cscf_chain import _Null
 
 REALM = "ims.example.org"
 HSS_HOST = "hss.ims.example.org"
@@ -95,7 +96,7 @@ class CapabilitySelectionTests(unittest.TestCase):
         self.cx = cx_client(reactor, ICSCF.host, REALM, f"127.0.0.1:{cx_port}", HSS_HOST)
         self.cx.start()
         self.stops.append(self.cx.stop)
-        yield _wait(lambda: self.cx.is_available(HSS_HOST), timeout=10.0)
+        yield wait_until(lambda: self.cx.is_available(HSS_HOST), 10.0)
 
         self.plain = self.scscf("plain")
         self.one = self.scscf("one")

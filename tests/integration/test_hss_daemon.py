@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -32,7 +32,7 @@ from imsp2pd.diameter.node import DiameterNode, PeerConfig
 from imsp2pd.diameter.peer import LocalConfig, PeerInfo
 from imsp2pd.ims import milenage
 from imsp2pd.ims.profile import from_xml
-from tests.integration.labkit import Daemon, free_ports
+from tests.integration.labkit import Daemon, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -105,18 +105,10 @@ class HssDaemonTests(TestCase):
         return node
 
     @defer.inlineCallbacks
-    def wait_for(self, condition: Any, limit: float = 15.0) -> Any:
-        waited = 0.0
-        while not condition():
-            self.assertLess(waited, limit, "timed out")
-            yield task.deferLater(reactor, 0.05, lambda: None)
-            waited += 0.05
-
-    @defer.inlineCallbacks
     def test_registration_admin_and_durability(self) -> Any:
         daemon = self.start_daemon()
         node = self.client()
-        yield self.wait_for(lambda: node.is_available("hss.ims.example.org"))
+        yield wait_until(lambda: node.is_available("hss.ims.example.org"), 15.0)
         ids = cx.SessionIds(SCSCF.host, reactor.seconds())
 
         uaa = yield node.request(cx.uar(SCSCF, ids.next(), REALM, ALICE, ALICE_IMPU, REALM))
@@ -205,7 +197,7 @@ class HssDaemonTests(TestCase):
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         yield deferToThread(self.start_daemon)
-        yield self.wait_for(lambda: node.is_available("hss.ims.example.org"), 30)
+        yield wait_until(lambda: node.is_available("hss.ims.example.org"), 30)
         status, erin = yield deferToThread(
             self.http, "GET", "/admin/subscribers/erin@ims.example.org"
         )
