@@ -2,12 +2,14 @@
 
 :func:`write_lab` writes ``etc/imsp2pd.toml`` and ``etc/subscribers.toml``
 under a folder; :class:`Daemon` runs ``twistd -n imsp2p`` with it in a
-subprocess and waits until its control port says healthy.
+subprocess and waits until its control port says healthy; :func:`admin_request`
+and :func:`admin_json` speak to a control port with its bearer token.
 :func:`wait_until` polls a condition from inside the reactor, for trial tests.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -140,6 +142,46 @@ def health(port: int) -> int | None:
         return int(e.code)
     except OSError:
         return None
+
+
+def admin_request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None,
+    timeout: float = 20.0,
+) -> tuple[int, bytes]:
+    """``method path`` at the control port on loopback ``port``, ``body`` (if not
+    None) as JSON, ``token`` (if any) as the bearer; (status, raw body), error
+    statuses included. An unreachable port raises :class:`OSError`."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+    )
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def admin_json(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None,
+    timeout: float = 20.0,
+) -> tuple[int, Any]:
+    """:func:`admin_request` with the answer decoded as JSON (an empty one as None)."""
+    status, raw = admin_request(port, method, path, body, token=token, timeout=timeout)
+    return status, json.loads(raw or b"null")
 
 
 class Daemon:

@@ -4,14 +4,11 @@ password, and an RTR from the HSS that deregisters the user."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
+from tests.integration.labkit import admin_json
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -118,13 +116,7 @@ class CscfDaemonTests(TestCase):
                 f.close()
 
     def http(self, method: str, path: str) -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}{path}", method=method)
-        req.add_header("Authorization", "Bearer t0k")
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return admin_json(self.admin, method, path, token="t0k")
 
     def register(self, target: Target, password: str) -> defer.Deferred[Any]:
         req = build_request(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
+from tests.integration.labkit import admin_request
+
 ROOT = Path(__file__).resolve().parents[2]
 DROPIN = Path(__file__).resolve().parent / "dropin"
 BIN = Path(sys.executable).parent
@@ -73,18 +75,7 @@ class DaemonTests(TestCase):
         self.fail("daemon did not come up")
 
     def http(self, method: str, path: str, body=None, token: str | None = "t0k"):
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-        )
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+        return admin_request(self.port, method, path, body, token=token, timeout=10)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

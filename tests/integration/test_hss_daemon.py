@@ -32,7 +32,7 @@ from imsp2pd.diameter.node import DiameterNode, PeerConfig
 from imsp2pd.diameter.peer import LocalConfig, PeerInfo
 from imsp2pd.ims import milenage
 from imsp2pd.ims.profile import from_xml
-from tests.integration.labkit import Daemon, free_ports, wait_until
+from tests.integration.labkit import Daemon, admin_json, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -72,17 +72,7 @@ class HssDaemonTests(TestCase):
         return daemon.proc
 
     def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.admin_port}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-        )
-        req.add_header("Authorization", "Bearer t0k")
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return admin_json(self.admin_port, method, path, body, token="t0k")
 
     def metrics_text(self) -> str:
         url = f"http://127.0.0.1:{self.admin_port}/metrics"
