@@ -7,16 +7,11 @@ identity the UE forged.  tshark decodes the whole capture cleanly."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial import unittest
 
 from imsp2pd.diameter.dictionary import default_dictionary
 from imsp2pd.diameter.message import Message, decode_message
@@ -27,13 +22,10 @@ from imsp2pd.ims.milenage import Milenage, compute_opc
 from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
 from imsp2pd.ims.scscf import MIGRATIONS as SCSCF_MIGRATIONS
 from imsp2pd.ims.scscf import Scscf, ScscfConfig
-from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
-from imsp2pd.sip.transport import SipNode
+from imsp2pd.sip.proxy import Target
 from imsp2pd.store import SQLiteStore
 
-from . import tshark
-from .test_sip_sipp import SIPP, _settle
-from .tshark import TSHARK, LiveCapture
+from .sipp import SippCase
 
 D = default_dictionary()
 PSI = "sip:content@ims.example.org"
@@ -155,21 +147,17 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-class CscfSippTests(unittest.TestCase):
-    timeout = 120
+class CscfSippTests(SippCase):
+    prefix = "cscf-sipp-"
 
     def setUp(self) -> Any:
-        if SIPP is None:
-            raise unittest.SkipTest("sipp not installed (Debian package sip-tester)")
-        if TSHARK is None:
-            raise unittest.SkipTest(tshark.MISSING)
-        self.tmp = Path(tempfile.mkdtemp(prefix="cscf-sipp-"))
-        self.nodes: list[SipNode] = []
+        super().setUp()
         self.store = SQLiteStore(self.tmp / "lab.sqlite")
+        self.addCleanup(self.store.close)
         self.store.migrate([*HSS_MIGRATIONS, *SCSCF_MIGRATIONS])
-        p_node, p_core, self.p_port = self._node()
-        i_node, i_core, i_port = self._node()
-        s_node, s_core, s_port = self._node()
+        p_node, p_core, self.p_port = self.sip_node(None)
+        i_node, i_core, i_port = self.sip_node(None)
+        s_node, s_core, s_port = self.sip_node(None)
         self.as_port = free_udp_port()
         self.hss = Hss(
             HssConfig(scscf_names=(f"sip:127.0.0.1:{s_port}",)),
@@ -221,49 +209,10 @@ class CscfSippTests(unittest.TestCase):
         for node, tu in ((p_node, self.pcscf), (i_node, icscf), (s_node, self.scscf)):
             node.tu = tu
             tu.node = node
-        self.ports = [self.p_port, i_port, s_port, self.as_port]
-        return self._start_capture()
-
-    def _node(self) -> tuple[SipNode, SipCore, int]:
-        core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
-        node = SipNode(reactor, core, None)  # type: ignore[arg-type]
-        port = node.listen_udp(0).getHost().port
-        node.listen_tcp(port)
-        core.addresses[:] = [
-            LocalAddress("UDP", "127.0.0.1", port),
-            LocalAddress("TCP", "127.0.0.1", port),
-        ]
-        self.nodes.append(node)
-        return node, core, port
-
-    def _start_capture(self) -> defer.Deferred[None]:
-        self.pcap = self.tmp / "cscf.pcap"
-        self.capture = LiveCapture()
-        return self.capture.start(self.pcap, self.ports)
-
-    @defer.inlineCallbacks
-    def tearDown(self) -> Any:
-        yield self.capture.stop()
-        yield defer.gatherResults([n.stop() for n in self.nodes])
-        self.store.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        return self.start_capture("cscf.pcap", [self.p_port, i_port, s_port, self.as_port])
 
     def sipp(self, name: str, xml: str, *extra: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        scenario = self.tmp / f"{name}.xml"
-        scenario.write_text(xml)
-        args = [
-            "-sf",
-            str(scenario),
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-            "-nostdin",
-            "-timeout",
-            "20",
-            *extra,
-        ]
-        return getProcessOutputAndValue(SIPP, args, env=os.environ.copy(), path=str(self.tmp))
+        return self.run_sipp(name, xml, "-m", "1", *extra)
 
     def ue(self, name: str, body: str, *extra: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
         log = [
@@ -287,14 +236,8 @@ class CscfSippTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def check_capture(self) -> Any:
-        yield _settle(0.3)
-        yield self.capture.stop()
-        decode = tshark.decode_as(self.ports, "sip")
-        bad = yield tshark.problems_async(self.pcap, decode)
+        out, bad = yield self.decode_capture()
         self.assertEqual(bad, "")
-        out = yield tshark.fields_async(
-            self.pcap, decode, "sip.Method", "sip.Status-Code", display_filter="sip"
-        )
         return out
 
     @defer.inlineCallbacks

@@ -10,14 +10,9 @@ and no expert warning or error.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial import unittest
 
 from imsp2pd.sip.digest import (
     Credentials,
@@ -31,13 +26,10 @@ from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import parse_auth
 from imsp2pd.sip.message import Request, Response, make_response, new_tag
 from imsp2pd.sip.proxy import IncomingRequest, LocalAddress, Output, SipCore, Source, Target
-from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent
 
-from . import tshark
-from .tshark import TSHARK, LiveCapture
+from .sipp import SippCase
 
-SIPP = shutil.which("sipp")
 REALM = "ims.example.org"
 
 MESSAGE_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -161,73 +153,31 @@ class StripIdentityProxy:
         return []
 
 
-class SippConformanceTests(unittest.TestCase):
-    timeout = 120
-
+class SippConformanceTests(SippCase):
     def setUp(self) -> Any:
-        if SIPP is None:
-            raise unittest.SkipTest("sipp not installed (Debian package sip-tester)")
-        if TSHARK is None:
-            raise unittest.SkipTest(tshark.MISSING)
-        self.tmp = Path(tempfile.mkdtemp(prefix="sipp-"))
-        self.nodes: list[SipNode] = []
-        self.reg_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
-        self.registrar = Registrar(self.reg_core)
-        self.reg_node = self._start(self.reg_core, self.registrar.ua)
-        self.registrar.ua.node = self.reg_node
-        reg_port = self.reg_core.addresses[0].port
-        self.proxy_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
-        self.proxy = StripIdentityProxy(self.proxy_core, Target("UDP", "127.0.0.1", reg_port))
-        self.proxy_node = self._start(self.proxy_core, self.proxy)
-        self.proxy_port = self.proxy_core.addresses[0].port
-        self.ports = [reg_port, self.proxy_port]
-        return self._start_capture()
-
-    def _start(self, core: SipCore, tu: Any) -> SipNode:
-        node = SipNode(reactor, core, tu)
-        port = node.listen_udp(0).getHost().port
-        node.listen_tcp(port)
-        core.addresses[:] = [
-            LocalAddress("UDP", "127.0.0.1", port),
-            LocalAddress("TCP", "127.0.0.1", port),
-        ]
-        self.nodes.append(node)
-        return node
-
-    def _start_capture(self) -> defer.Deferred[None]:
-        self.pcap = self.tmp / "sip.pcap"
-        self.capture = LiveCapture()
-        return self.capture.start(self.pcap, self.ports)
-
-    @defer.inlineCallbacks
-    def tearDown(self) -> Any:
-        if getattr(self, "capture", None) is not None:
-            yield self.capture.stop()
-        yield defer.gatherResults([n.stop() for n in self.nodes])
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        super().setUp()
+        reg_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        self.registrar = Registrar(reg_core)
+        reg_node, _, reg_port = self.sip_node(self.registrar.ua, reg_core)
+        self.registrar.ua.node = reg_node
+        proxy_core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        proxy = StripIdentityProxy(proxy_core, Target("UDP", "127.0.0.1", reg_port))
+        _, _, self.proxy_port = self.sip_node(proxy, proxy_core)
+        return self.start_capture("sip.pcap", [reg_port, self.proxy_port])
 
     def sipp(
         self, xml: str, *extra: str, calls: int = 1
     ) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        scenario = self.tmp / "scenario.xml"
-        scenario.write_text(xml)
-        args = [
-            "-sf", str(scenario), "-m", str(calls), "-r", "50", "-i", "127.0.0.1", "-p", "0",
-            "-nostdin", "-timeout", "20", "-trace_err", "-error_file", str(self.tmp / "err.log"),
+        return self.run_sipp(
+            "scenario", xml, "-m", str(calls), "-r", "50", "-p", "0",
+            "-trace_err", "-error_file", str(self.tmp / "err.log"),
             *extra, f"127.0.0.1:{self.proxy_port}",
-        ]  # fmt: skip
-        return getProcessOutputAndValue(SIPP, args, env=os.environ.copy(), path=str(self.tmp))
+        )  # fmt: skip
 
     @defer.inlineCallbacks
-    def decode_capture(self) -> Any:
-        """Stop the capture; return (sip packet count, problems)."""
-        yield _settle(0.3)
-        yield self.capture.stop()
-        decode = tshark.decode_as(self.ports, "sip")
-        out = yield tshark.fields_async(
-            self.pcap, decode, "sip.Method", "sip.Status-Code", display_filter="sip"
-        )
-        bad = yield tshark.problems_async(self.pcap, decode)
+    def sip_lines(self) -> Any:
+        """Stop the capture; (its SIP packets, one line each; tshark's problems)."""
+        out, bad = yield self.decode_capture()
         return out.split("\n"), bad
 
     @defer.inlineCallbacks
@@ -239,7 +189,7 @@ class SippConformanceTests(unittest.TestCase):
             self.assertIsNone(msg.get("P-Asserted-Identity"))
             self.assertEqual(msg.body, b"purchase please\r\n")
             self.assertEqual(len(msg.vias), 2)
-        lines, problems = yield self.decode_capture()
+        lines, problems = yield self.sip_lines()
         self.assertEqual(problems, "")
         self.assertEqual(sum(1 for line in lines if line.startswith("MESSAGE")), 10)  # UE→proxy→UAS
 
@@ -258,14 +208,8 @@ class SippConformanceTests(unittest.TestCase):
         )
         self.assertEqual(code, 0, (out + err).decode(errors="replace")[-2000:])
         self.assertEqual(self.registrar.bindings, {})
-        lines, problems = yield self.decode_capture()
+        lines, problems = yield self.sip_lines()
         self.assertEqual(problems, "")
         statuses = [line.split("\t")[-1] for line in lines if "\t" in line]
         self.assertEqual(statuses.count("401"), 4)  # two hops, two registrations
         self.assertEqual(statuses.count("403"), 2)
-
-
-def _settle(seconds: float) -> defer.Deferred[None]:
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d

@@ -4,7 +4,8 @@
 under a folder; :class:`Daemon` runs ``twistd -n imsp2p`` with it in a
 subprocess and waits until its control port says healthy; :func:`admin_request`
 and :func:`admin_json` speak to a control port with its bearer token.
-:func:`wait_until` polls a condition from inside the reactor, for trial tests.
+:func:`wait_until` polls a condition from inside the reactor, for trial tests;
+:func:`listen_sip` puts a SIP node on a free loopback port.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+
+    from imsp2pd.sip.proxy import SipCore
+    from imsp2pd.sip.transport import SipNode
 
 BIN = Path(sys.executable).parent
 PSI = "sip:content@ims.example.org"
@@ -277,6 +281,20 @@ def wait_until(
 
     poll()
     return done
+
+
+def listen_sip(node: SipNode, core: SipCore) -> int:
+    """Listens ``node`` on UDP and TCP on one free loopback port and makes that
+    port ``core``'s addresses; the port."""
+    from imsp2pd.sip.proxy import LocalAddress
+
+    port = int(node.listen_udp(0).getHost().port)
+    node.listen_tcp(port)
+    core.addresses[:] = [
+        LocalAddress("UDP", "127.0.0.1", port),
+        LocalAddress("TCP", "127.0.0.1", port),
+    ]
+    return port
 
 
 def announce(reactor: object, announce_url: str, info_hash: str, left: int) -> object:

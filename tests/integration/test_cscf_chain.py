@@ -28,7 +28,7 @@ from imsp2pd.sip.proxy import LocalAddress, SipCore, Source, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
 from imsp2pd.store import SQLiteStore
-from tests.integration.labkit import wait_until
+from tests.integration.labkit import listen_sip, wait_until
 
 D = default_dictionary()
 REALM = "ims.example.org"
@@ -48,12 +48,7 @@ class ChainTests(unittest.TestCase):
     def node(self) -> tuple[SipNode, SipCore, int]:
         core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
         node = SipNode(reactor, core, _Null())
-        port = node.listen_udp(0).getHost().port
-        node.listen_tcp(port)
-        core.addresses[:] = [
-            LocalAddress("UDP", "127.0.0.1", port),
-            LocalAddress("TCP", "127.0.0.1", port),
-        ]
+        port = listen_sip(node, core)
         self.nodes.append(node)
         return node, core, port
 

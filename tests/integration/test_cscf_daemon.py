@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
-from tests.integration.labkit import admin_json
+from tests.integration.labkit import admin_json, listen_sip
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -94,13 +94,7 @@ class CscfDaemonTests(TestCase):
             client_tls=lambda host: ssl.optionsForClientTLS("127.0.0.1", trustRoot=ca),
         )
         self.ue.node = self.node
-        port = self.node.listen_udp(0).getHost().port
-        self.node.listen_tcp(port)
-        core.addresses[:] = [
-            LocalAddress("UDP", "127.0.0.1", port),
-            LocalAddress("TCP", "127.0.0.1", port),
-        ]
-        self.ue_port = port
+        self.ue_port = listen_sip(self.node, core)
         self.addCleanup(self.node.stop)
 
     def _stop(self) -> None:
