@@ -174,17 +174,10 @@ def admin_request(
         return int(e.code), e.read()
 
 
-def admin_json(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    token: str | None,
-    timeout: float = 20.0,
-) -> tuple[int, Any]:
-    """:func:`admin_request` with the answer decoded as JSON (an empty one as None)."""
-    status, raw = admin_request(port, method, path, body, token=token, timeout=timeout)
+def admin_json(port: int, method: str, path: str, body: Any = None, **how: Any) -> tuple[int, Any]:
+    """:func:`admin_request` (``token`` and ``timeout`` as there) with the answer
+    decoded as JSON (an empty one as None)."""
+    status, raw = admin_request(port, method, path, body, **how)
     return status, json.loads(raw or b"null")
 
 
