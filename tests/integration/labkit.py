@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from subprocess import CompletedProcess
+
     from twisted.internet.defer import Deferred
 
     from imsp2pd.sip.proxy import SipCore
@@ -136,6 +138,19 @@ upload_kib = {seeder_upload_kib}
 {extra}
 """)
     return config, p
+
+
+def twistd_to_the_end(directory: Path, env: dict[str, str], roles: str) -> CompletedProcess[str]:
+    """``twistd -n imsp2p --role=ROLES`` in ``directory``, run until it exits (60 s
+    at most), its output captured: for a daemon that must refuse to start."""
+    return subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", f"--role={roles}"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def health(port: int) -> int | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from tests.integration.labkit import admin_request
+from tests.integration.labkit import admin_request, twistd_to_the_end
 
 ROOT = Path(__file__).resolve().parents[2]
 DROPIN = Path(__file__).resolve().parent / "dropin"
@@ -104,14 +104,7 @@ class DaemonTests(TestCase):
         self.assertEqual((status, json.loads(body)), (200, {"author": "admin", "text": "hello"}))
 
     def test_unknown_role_is_one_line(self) -> None:
-        r = subprocess.run(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=notes,nope"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = twistd_to_the_end(self.dir, self.env, "notes,nope")
         self.assertEqual(r.returncode, 2)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
         self.assertIn("unknown role 'nope'", r.stderr)
@@ -119,14 +112,7 @@ class DaemonTests(TestCase):
 
     def test_bad_config_names_the_key(self) -> None:
         self.config.write_text(self.config.read_text() + "colour = 1\n")
-        r = subprocess.run(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=all"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = twistd_to_the_end(self.dir, self.env, "all")
         self.assertEqual(r.returncode, 2)
         self.assertEqual(
             r.stderr.strip(), "imsp2p: config: unknown key [notes] colour (known keys: limit)"

@@ -32,7 +32,13 @@ from imsp2pd.diameter.node import DiameterNode, PeerConfig
 from imsp2pd.diameter.peer import LocalConfig, PeerInfo
 from imsp2pd.ims import milenage
 from imsp2pd.ims.profile import from_xml
-from tests.integration.labkit import Daemon, admin_json, free_ports, wait_until
+from tests.integration.labkit import (
+    Daemon,
+    admin_json,
+    free_ports,
+    twistd_to_the_end,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -256,14 +262,7 @@ class HssDaemonTests(TestCase):
     def test_bad_provisioning_is_one_line(self) -> None:
         text = self.config.read_text() + 'provisioning = "nope.toml"\n'
         self.config.write_text(text)
-        r = subprocess.run(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = twistd_to_the_end(self.dir, self.env, "hss")
         self.assertNotEqual(r.returncode, 0)
         out = r.stdout + r.stderr
         self.assertIn("[hss] provisioning: cannot read", out)
@@ -271,13 +270,6 @@ class HssDaemonTests(TestCase):
         (self.dir / "etc" / "nope.toml").write_text(
             "[[subscriber]]\nimpi = 'x@y'\nimpus = ['http://bad']\n"
         )
-        r = subprocess.run(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = twistd_to_the_end(self.dir, self.env, "hss")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("must be a sip:, sips: or tel: URI", r.stdout + r.stderr)
