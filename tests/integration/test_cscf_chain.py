@@ -21,8 +21,8 @@ from imsp2pd.ims.icscf import Icscf, IcscfConfig
 from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
 from imsp2pd.ims.scscf import MIGRATIONS as SCSCF_MIGRATIONS
 from imsp2pd.ims.scscf import Scscf, ScscfConfig
-from imsp2pd.sip.digest import aka_nonce_parts
-from imsp2pd.sip.headers import parse_auth
+from imsp2pd.sip.digest import aka_nonce_parts, answer_challenge
+from imsp2pd.sip.headers import AuthHeader, parse_auth
 from imsp2pd.sip.message import Request, Response
 from imsp2pd.sip.proxy import LocalAddress, SipCore, Source, Target
 from imsp2pd.sip.transport import SipNode
@@ -249,29 +249,24 @@ class ChainTests(unittest.TestCase):
             stream.transport.loseConnection()
         yield wait_until(lambda: not self.pcscf.ues.by_flow, 5.0)
 
-    @defer.inlineCallbacks
-    def test_aka_resynchronisation(self) -> Any:
-        from imsp2pd.sip.digest import answer_challenge
-        from imsp2pd.sip.headers import AuthHeader
-
+    def bob_aka_register(self) -> Request:
+        """Bob's first REGISTER, naming AKA (an empty Authorization, TS 24.229 5.1.1.2)."""
         first = 'Digest username="bob@ims.example.org", realm="ims.example.org", nonce="", uri="sip:ims.example.org", response="", algorithm=AKAv1-MD5'
-        req = build_request(
+        return build_request(
             "REGISTER", "sip:ims.example.org", from_uri="sip:bob@ims.example.org",
             contact=f"<sip:bob@127.0.0.1:{self.ue_port}>", extra=(("Expires", "600"), ("Authorization", first)),
         )  # fmt: skip
+
+    @defer.inlineCallbacks
+    def test_aka_resynchronisation(self) -> Any:
+        req = self.bob_aka_register()
         resp = yield self.ue.request(req, target=self.to_p)
         chal = parse_auth(resp.get("WWW-Authenticate") or "")
         rand, _autn = aka_nonce_parts(chal.get("nonce") or "")
         # the ISIM is ahead: it answers with AUTS for its SQN (RFC 3310 §3.4)
         opc = milenage.compute_opc(K, OP)
         auts = milenage.make_auts(K, opc, rand, 5000)
-        empty = answer_challenge(
-            chal,
-            method="REGISTER",
-            uri="sip:ims.example.org",
-            username="bob@ims.example.org",
-            password=b"",
-        )
+        empty = _bob_answer(chal, b"")
         resync = AuthHeader(
             empty.scheme, empty.params + (("auts", base64.b64encode(auts).decode()),)
         )
@@ -284,13 +279,7 @@ class ChainTests(unittest.TestCase):
         rand2, autn2 = aka_nonce_parts(chal2.get("nonce") or "")
         sqn, res, _ck, _ik = milenage.verify_autn(K, opc, rand2, autn2)
         self.assertGreater(sqn, 5000)
-        auth = answer_challenge(
-            chal2,
-            method="REGISTER",
-            uri="sip:ims.example.org",
-            username="bob@ims.example.org",
-            password=res,
-        )
+        auth = _bob_answer(chal2, res)
         final = req.replace_header("Authorization", str(auth)).replace_header("CSeq", "3 REGISTER")
         resp = yield self.ue.request(final, target=self.to_p)
         self.assertEqual(resp.status, 200)
@@ -314,32 +303,30 @@ class ChainTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_aka_registration(self) -> Any:
-        # the UE's first REGISTER names AKA (an empty Authorization, TS 24.229 5.1.1.2)
-        first = 'Digest username="bob@ims.example.org", realm="ims.example.org", nonce="", uri="sip:ims.example.org", response="", algorithm=AKAv1-MD5'
-        req = build_request(
-            "REGISTER", "sip:ims.example.org", from_uri="sip:bob@ims.example.org",
-            contact=f"<sip:bob@127.0.0.1:{self.ue_port}>", extra=(("Expires", "600"), ("Authorization", first)),
-        )  # fmt: skip
+        req = self.bob_aka_register()
         resp = yield self.ue.request(req, target=self.to_p)
         self.assertEqual((resp.status, resp.reason), (401, "Unauthorized"))
         chal = parse_auth(resp.get("WWW-Authenticate") or "")
         self.assertEqual(chal.get("algorithm"), "AKAv1-MD5")
         rand, autn = aka_nonce_parts(chal.get("nonce") or "")
         res = _isim(rand, autn)
-        from imsp2pd.sip.digest import answer_challenge
-
-        auth = answer_challenge(
-            chal,
-            method="REGISTER",
-            uri="sip:ims.example.org",
-            username="bob@ims.example.org",
-            password=res,
-        )
+        auth = _bob_answer(chal, res)
         again = req.replace_header("Authorization", str(auth)).replace_header("CSeq", "2 REGISTER")
         resp = yield self.ue.request(again, target=self.to_p)
         self.assertEqual(resp.status, 200)
         self.assertIsNotNone(self.scscf.registrar.find("sip:bob@ims.example.org"))
         self.assertTrue(base64.b64decode(chal.get("nonce") or ""))
+
+
+def _bob_answer(challenge: AuthHeader, password: bytes) -> AuthHeader:
+    """Bob's answer to a REGISTER challenge, ``password`` the AKA RES (or b"")."""
+    return answer_challenge(
+        challenge,
+        method="REGISTER",
+        uri="sip:ims.example.org",
+        username="bob@ims.example.org",
+        password=password,
+    )
 
 
 def _isim(rand: bytes, autn: bytes) -> bytes:

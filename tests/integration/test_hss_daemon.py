@@ -101,6 +101,25 @@ class HssDaemonTests(TestCase):
         return node
 
     @defer.inlineCallbacks
+    def erin_sqn(self, node: DiameterNode, ids: cx.SessionIds, k: bytes, op: bytes) -> Any:
+        """The SQN in the AKA vector the HSS gives erin (MAR), checked with her K and OP."""
+        maa = yield node.request(
+            cx.mar(
+                SCSCF,
+                ids.next(),
+                REALM,
+                "erin@ims.example.org",
+                "sip:erin@ims.example.org",
+                SCSCF_URI,
+                cx.SCHEME_AKA,
+            )
+        )
+        (vector,) = cx.auth_items(maa)
+        assert vector.authenticate is not None
+        opc = milenage.compute_opc(k, op)
+        return milenage.verify_autn(k, opc, vector.authenticate[:16], vector.authenticate[16:])[0]
+
+    @defer.inlineCallbacks
     def test_registration_admin_and_durability(self) -> Any:
         daemon = self.start_daemon()
         node = self.client()
@@ -172,23 +191,7 @@ class HssDaemonTests(TestCase):
             self.http, "PUT", "/admin/subscribers/x@y", {"impus": ["http://nope"]}
         )
         self.assertEqual((bad_status, bad["error"]), (400, "bad_subscriber"))
-        maa = yield node.request(
-            cx.mar(
-                SCSCF,
-                ids.next(),
-                REALM,
-                "erin@ims.example.org",
-                "sip:erin@ims.example.org",
-                SCSCF_URI,
-                cx.SCHEME_AKA,
-            )
-        )
-        (vector,) = cx.auth_items(maa)
-        assert vector.authenticate is not None
-        opc = milenage.compute_opc(k, op)
-        self.assertEqual(
-            milenage.verify_autn(k, opc, vector.authenticate[:16], vector.authenticate[16:])[0], 1
-        )
+        self.assertEqual((yield self.erin_sqn(node, ids, k, op)), 1)
 
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
@@ -198,22 +201,7 @@ class HssDaemonTests(TestCase):
             self.http, "GET", "/admin/subscribers/erin@ims.example.org"
         )
         self.assertEqual((status, erin["aka"]), (200, True))
-        maa = yield node.request(
-            cx.mar(
-                SCSCF,
-                ids.next(),
-                REALM,
-                "erin@ims.example.org",
-                "sip:erin@ims.example.org",
-                SCSCF_URI,
-                cx.SCHEME_AKA,
-            )
-        )
-        (vector,) = cx.auth_items(maa)
-        assert vector.authenticate is not None
-        self.assertEqual(
-            milenage.verify_autn(k, opc, vector.authenticate[:16], vector.authenticate[16:])[0], 2
-        )
+        self.assertEqual((yield self.erin_sqn(node, ids, k, op)), 2)
         status, _ = yield deferToThread(self.http, "GET", "/admin/subscribers/nobody@x")
         self.assertEqual(status, 404)
 
