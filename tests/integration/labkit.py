@@ -240,16 +240,22 @@ class Daemon:
         raise AssertionError("daemon not healthy: " + self.log())
 
     def stop(self, sig: int | None = None) -> None:
-        if self.proc.poll() is None:
-            if sig is None:
-                self.proc.terminate()
-            else:
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, sig, grace=15)
+
+
+def end_process(proc: subprocess.Popen[Any], sig: int | None = None, grace: float = 10) -> None:
+    """Ends ``proc`` if it runs: SIGTERM (or ``sig``), then SIGKILL after ``grace``
+    seconds; returns once it has exited."""
+    if proc.poll() is None:
+        if sig is None:
+            proc.terminate()
+        else:
+            proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until(

@@ -30,7 +30,7 @@ from imsp2pd.httpclient import JsonClient
 from imsp2pd.sip.proxy import Target
 from imsp2pd.sip.service import make_node
 from imsp2pd.sip.ua import UserAgent, build_request
-from tests.integration.labkit import announce
+from tests.integration.labkit import announce, end_process
 
 BIN = Path(sys.executable).parent
 PSI = "sip:content@ims.example.org"
@@ -136,12 +136,7 @@ completion_poll = 0.2
         self.addCleanup(self.drm.close)
 
     def _stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        end_process(self.proc)
         self.log.close()
 
     def _received(self, req, source):

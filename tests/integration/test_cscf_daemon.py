@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
-from tests.integration.labkit import admin_json, listen_sip
+from tests.integration.labkit import admin_json, end_process, listen_sip
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -98,13 +98,7 @@ class CscfDaemonTests(TestCase):
         self.addCleanup(self.node.stop)
 
     def _stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
