@@ -71,6 +71,10 @@ class HssService(Service):
                     lambda txn: load_provisioning(self.hss, txn, data, str(path))
                 )
                 self.hss.forget_cache()
+                # the first UAR of each provisioned user answered from the cache too
+                self.hss.warm_cache().addErrback(
+                    lambda f: log.warn("HSS cache not warmed: {why}", why=f.getErrorMessage())
+                )
             except ValueError as e:  # e.g. an IMPU the admin API gave to someone else
                 log.error(
                     "HSS provisioning from {path} not applied: {error}",
