@@ -183,6 +183,8 @@ def sipp(
 ) -> tuple[float, int, int, list[float]]:
     """Run sipp; (elapsed seconds, successful, failed, response times in ms)."""
     xml = workdir / scenario
+    if "-p" not in extra:  # never sipp's default 5060, which a lab may be using
+        extra = ("-p", str(free_port()), *extra)
     for f in workdir.glob("*_rtt.csv"):
         f.unlink()
     start = time.perf_counter()
