@@ -358,13 +358,13 @@ def run(args: Any, work: Path, procs: list[subprocess.Popen[bytes]]) -> int:
         "ims.example.org",
     )
     uas = subprocess.Popen(
-        [SIPP or "sipp", "-sf", str(work / "as.xml"), "-i", "127.0.0.1", "-p", str(as_port), "-nostdin", "-bg"],
+        [SIPP or "sipp", "-sf", str(work / "as.xml"), "-i", "127.0.0.1", "-p", str(as_port), "-nostdin"],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=pinned(LOAD_CORES),
     )  # fmt: skip
     procs.append(uas)
     direct = subprocess.Popen(
-        [SIPP or "sipp", "-sf", str(work / "as.xml"), "-i", "127.0.0.1", "-p", str(direct_as), "-nostdin", "-bg"],
+        [SIPP or "sipp", "-sf", str(work / "as.xml"), "-i", "127.0.0.1", "-p", str(direct_as), "-nostdin"],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=pinned(LOAD_CORES),
     )  # fmt: skip
