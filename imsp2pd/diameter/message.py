@@ -180,12 +180,15 @@ class Framer:
         self._max_length = max_length
 
     def feed(self, data: bytes) -> list[bytes]:
-        if not self._buffer and type(data) is bytes:
-            return self._feed_whole(data)
-        self._buffer += data
+        """The whole messages ``data`` completes.  With nothing buffered the
+        frames are slices of ``data`` (the whole of it for one message) and
+        only a partial tail is kept."""
+        whole = not self._buffer and type(data) is bytes
+        if not whole:
+            self._buffer += data
+        buf = data if whole else self._buffer
         frames: list[bytes] = []
-        pos = 0
-        buf = self._buffer
+        pos, size = 0, len(buf)
         while True:
             length = message_length(buf, pos)
             if length is None:
@@ -195,34 +198,15 @@ class Framer:
                     f"message of {length} bytes exceeds the limit {self._max_length}",
                     ResultCode.INVALID_MESSAGE_LENGTH,
                 )
-            if len(buf) - pos < length:
-                break
-            frames.append(bytes(buf[pos : pos + length]))
-            pos += length
-        if pos:
-            del buf[:pos]
-        return frames
-
-    def _feed_whole(self, data: bytes) -> list[bytes]:
-        """:meth:`feed` with nothing buffered: the frames are slices of ``data``
-        (the whole of it for one message), only a partial tail is kept."""
-        frames: list[bytes] = []
-        pos, size = 0, len(data)
-        while True:
-            length = message_length(data, pos)
-            if length is None:
-                break
-            if length > self._max_length:
-                raise FramingError(
-                    f"message of {length} bytes exceeds the limit {self._max_length}",
-                    ResultCode.INVALID_MESSAGE_LENGTH,
-                )
             if size - pos < length:
                 break
-            frames.append(data if length == size else data[pos : pos + length])
+            frames.append(data if whole and length == size else bytes(buf[pos : pos + length]))
             pos += length
-        if pos < size:
-            self._buffer += data[pos:]
+        if whole:
+            if pos < size:
+                self._buffer += data[pos:]
+        elif pos:
+            del self._buffer[:pos]
         return frames
 
     @property
