@@ -337,10 +337,10 @@ class Hss:
             return self._answer(req, ResultCode.SUCCESS, name)
         if auth_type == UserAuthorizationType.REGISTRATION_AND_CAPABILITIES:
             # TS 29.228 6.1.1.1: the I-CSCF selects a new S-CSCF.
-            return self._answer(req, ResultCode.SUCCESS, [self._capabilities(sub)])
+            return self._answer(req, ResultCode.SUCCESS, self._capabilities(sub))
         if scscf:
             return self._exp(req, CxResult.SUBSEQUENT_REGISTRATION, name)
-        return self._exp(req, CxResult.FIRST_REGISTRATION, [self._capabilities(sub)])
+        return self._exp(req, CxResult.FIRST_REGISTRATION, self._capabilities(sub))
 
     def capabilities(self, sub: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(mandatory, optional) capabilities of a subscriber, the defaults if it has none."""
@@ -351,13 +351,18 @@ class Hss:
             self.config.optional_capabilities if optional is None else tuple(optional),
         )
 
-    def _capabilities(self, sub: Mapping[str, Any]) -> Avp:
-        """Server-Capabilities (TS 29.229 6.3.4): mandatory, optional, then Server-Names."""
+    def _capabilities(self, sub: Mapping[str, Any]) -> list[Avp]:
+        """Server-Capabilities (TS 29.229 6.3.4): mandatory, optional, then
+        Server-Names; none at all when all three are empty (an empty grouped
+        AVP is what dissectors flag; the I-CSCF reads no Server-Capabilities
+        in a successful answer as no requirement)."""
         d = self.d
         mandatory, optional = self.capabilities(sub)
+        if not (mandatory or optional or self.config.scscf_names):
+            return []
         found = self._server_capabilities.get((mandatory, optional))
         if found is not None:
-            return found
+            return [found]
         found = d.group(
             TgppAvp.SERVER_CAPABILITIES,
             *(d.make(TgppAvp.MANDATORY_CAPABILITY, c) for c in mandatory),
@@ -367,7 +372,7 @@ class Hss:
         if len(self._server_capabilities) >= 1024:
             self._server_capabilities.clear()
         self._server_capabilities[(mandatory, optional)] = keep_encoded(found)
-        return found
+        return [found]
 
     # MAR --------------------------------------------------------------------------
 
@@ -557,7 +562,7 @@ class Hss:
             return self._answer(req, ResultCode.SUCCESS, [d.make(TgppAvp.SERVER_NAME, scscf)])
         sub = txn.get(SUBSCRIBERS, ident.get("impi") or "")
         if sub is not None and _has_unregistered_services(sub):
-            avps = [d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else [self._capabilities(sub)]
+            avps = [d.make(TgppAvp.SERVER_NAME, scscf)] if scscf else self._capabilities(sub)
             return self._exp(req, CxResult.UNREGISTERED_SERVICE, avps)
         return self._exp(req, CxResult.ERROR_IDENTITY_NOT_REGISTERED)
 

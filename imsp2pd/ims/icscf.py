@@ -265,7 +265,10 @@ class Icscf:
         now = self.clock()
         outcome = cx.outcome(ans)
         error = uar_status(outcome) if req.method == "REGISTER" else lir_status(outcome)
-        name = choose_scscf(cx.server_name(ans), server_capabilities(ans), self.config.scscfs)
+        caps = server_capabilities(ans)
+        if caps is None and error is None:
+            caps = ServerCapabilities()  # the HSS omits empty capabilities: no requirement
+        name = choose_scscf(cx.server_name(ans), caps, self.config.scscfs)
         if error is not None or name is None:
             # TS 24.229 §5.3.1.3: no S-CSCF fulfils the capabilities: 600
             none = (600, "Busy Everywhere") if req.method == "REGISTER" else None

@@ -116,8 +116,10 @@ def test_answers_carry_cx_boilerplate(h: Harness) -> None:
 def test_uar_first_then_subsequent_registration(h: Harness) -> None:
     ans = h.uar()
     assert cx.outcome(ans) == cx.Outcome(CxResult.FIRST_REGISTRATION, True)
-    # No capabilities and no names configured: an empty Server-Capabilities (any S-CSCF).
-    assert server_capabilities(ans) == ServerCapabilities()
+    # No capabilities and no names configured: no Server-Capabilities at all
+    # (an empty grouped AVP is a dissector warning; the I-CSCF takes any S-CSCF)
+    assert server_capabilities(ans) is None
+    assert ans.find(TgppAvp.SERVER_CAPABILITIES) is None
     assert ans.find(AvpCode.RESULT_CODE) is None
     h.sar(ServerAssignmentType.REGISTRATION)
     ans = h.uar()
@@ -298,7 +300,7 @@ def test_lir_unregistered_services(h: Harness) -> None:
     )
     ans = h.lir(ALICE_IMPU)
     assert cx.outcome(ans) == cx.Outcome(CxResult.UNREGISTERED_SERVICE, True)
-    assert server_capabilities(ans) == ServerCapabilities()
+    assert server_capabilities(ans) is None  # nothing required
     assert cx.server_name(ans) is None
 
 
@@ -523,7 +525,7 @@ def test_uar_capabilities_of_the_subscriber_else_the_defaults(h: Harness) -> Non
 
 def test_uar_names_only_when_configured(h: Harness) -> None:
     _with_caps(h, HssConfig())
-    assert server_capabilities(h.uar()) == ServerCapabilities()
+    assert server_capabilities(h.uar()) is None  # nothing required, no names
     names = (SCSCF_URI, "sip:scscf2.ims.example.org:6060")
     _with_caps(h, HssConfig(scscf_names=names))
     assert server_capabilities(h.uar()).names == names  # type: ignore[union-attr]
