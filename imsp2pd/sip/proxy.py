@@ -51,6 +51,9 @@ from imsp2pd.sip.transaction import (
 )
 from imsp2pd.sip.uri import URI, SipURI
 
+#: server transactions in progress (not yet answered) beyond which a new
+#: request is refused with 503 and Retry-After, without a transaction
+MAX_IN_PROGRESS = 5000
 UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests go over a congestion-controlled transport
 DEFAULT_MAX_FORWARDS = 70
 
@@ -273,9 +276,13 @@ class SipCore:
         addresses: list[LocalAddress],
         aliases: tuple[str, ...] = (),
         timers: Timers | None = None,
+        max_in_progress: int = MAX_IN_PROGRESS,
     ) -> None:
         if not addresses:
             raise ValueError("a SIP core needs at least one local address")
+        self.max_in_progress = max_in_progress
+        #: requests refused because too many were in progress
+        self.overloaded = 0
         self.addresses = addresses
         self.aliases = tuple(a.lower() for a in aliases)
         self.timers = timers or Timers()
@@ -340,6 +347,13 @@ class SipCore:
             return [IncomingAck(request, source)]
         if request.method == "CANCEL":
             return self._receive_cancel(request, source, now)
+        if len(self._servers) >= self.max_in_progress:
+            # overload (RFC 3261 §21.5.4): refuse new work cheaply and
+            # statelessly, so that memory stays bounded and what is in
+            # progress can finish; a retransmission is refused the same way
+            self.overloaded += 1
+            busy = make_response(request, 503, to_tag=new_tag(), extra=(("Retry-After", "1"),))
+            return [Transmit(busy, response_target(busy, source))]
         # §16.3: Max-Forwards and loop checks before anything else
         mf = request.max_forwards
         early: Response | None = None

@@ -339,3 +339,16 @@ def test_late_final_response_after_our_408_is_not_relayed() -> None:
     assert [o.message.status for o in sent if isinstance(o.message, Response)] == [408]
     late = make_response(fwd, 200, to_tag="t")
     assert c.receive(late, Source("UDP", "127.0.0.1", 6060), now + 0.1) == []
+
+
+def test_new_requests_beyond_the_in_progress_limit_get_503_without_a_transaction() -> None:
+    c = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 4060)], max_in_progress=2)
+    first, _ = receive_and_forward(c, request(branch="z9hG4bKo1"), 0.0)
+    receive_and_forward(c, request(branch="z9hG4bKo2"), 0.0)
+    (busy,) = c.receive(request(branch="z9hG4bKo3"), UE, 0.1)
+    assert isinstance(busy, Transmit) and busy.target == Target("UDP", "127.0.0.5", 40000)
+    assert busy.message.status == 503 and busy.message.get("Retry-After") == "1"
+    assert c.overloaded == 1 and c.pending == 4  # two server and two client transactions
+    # once one is answered there is room again
+    c.reply(first, 200, 0.2)
+    assert only(c.receive(request(branch="z9hG4bKo4"), UE, 0.3), IncomingRequest)
