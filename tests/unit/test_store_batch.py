@@ -70,8 +70,9 @@ def store(tmp_path: Path) -> Iterator[tuple[SQLiteStore, ThreadReactor, list[str
     s.close()
 
 
-def blocker(s: SQLiteStore) -> tuple[threading.Event, threading.Event, Deferred[Any]]:
-    """A transaction that holds the worker until released (the next batch queues)."""
+def blocker(s: SQLiteStore, out: Outcomes) -> threading.Event:
+    """A transaction that holds the worker until the returned event is set
+    (the next batch queues behind it); its outcome is watched as "blocker"."""
     running, release = threading.Event(), threading.Event()
 
     def fn(txn: Any) -> str:
@@ -80,9 +81,9 @@ def blocker(s: SQLiteStore) -> tuple[threading.Event, threading.Event, Deferred[
         assert release.wait(10)
         return "blocker"
 
-    d = s.transact(fn)
+    out.watch(s.transact(fn), "blocker")
     assert running.wait(10)
-    return running, release, d
+    return release
 
 
 def put(key: str, value: Any = None) -> Callable[[Any], Any]:
@@ -113,8 +114,7 @@ def test_a_lone_transaction_commits_at_once(store: Any) -> None:
 def test_concurrent_transactions_share_one_commit(store: Any) -> None:
     s, reactor, statements = store
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     names = [f"k{i:02d}" for i in range(40)]
     for name in names:
         out.watch(s.transact(put(name, value=name.upper())), name)
@@ -132,8 +132,7 @@ def test_batches_are_bounded(tmp_path: Path) -> None:
     s.migrate([M1])
     s.start()
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     for i in range(10):
         out.watch(s.transact(put(f"k{i}")), f"k{i}")
     release.set()
@@ -154,8 +153,7 @@ def test_a_failing_transaction_undoes_only_its_own_writes(store: Any) -> None:
         txn.delete("things", "blocker")
         raise RuntimeError("boom")
 
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     out.watch(s.transact(put("before")), "before")
     out.watch(s.transact(half), "half")
     out.watch(s.transact(put("after")), "after")
@@ -183,8 +181,7 @@ def test_a_conflict_in_a_batch_is_isolated(store: Any) -> None:
         txn.insert("things", "new", {"owner": "n"})
         return "ok"
 
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     out.watch(s.transact(clash), "clash")
     out.watch(s.transact(fresh), "fresh")
     release.set()
@@ -229,8 +226,7 @@ def test_committed_batches_survive_a_reopen(tmp_path: Path) -> None:
 def test_close_finishes_the_running_batch_and_fails_the_queued(store: Any) -> None:
     s, reactor, _ = store
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     for i in range(5):
         out.watch(s.transact(put(f"k{i}")), f"k{i}")
     threading.Timer(0.05, release.set).start()
@@ -254,8 +250,7 @@ def test_close_finishes_the_running_batch_and_fails_the_queued(store: Any) -> No
 def test_transact_now_does_not_interleave_with_a_batch(store: Any) -> None:
     s, reactor, _ = store
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     seen: list[Any] = []
     t = threading.Thread(target=lambda: seen.append(read(s, "blocker")))
     t.start()
@@ -291,8 +286,7 @@ class FlakyConn:
 def test_a_failed_commit_fails_the_whole_batch_and_keeps_nothing(store: Any) -> None:
     s, reactor, _ = store
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     for i in range(3):
         out.watch(s.transact(put(f"k{i}")), f"k{i}")
     # the blocker's batch holds the real connection: the next batch's COMMIT fails
@@ -309,8 +303,7 @@ def test_a_failed_commit_fails_the_whole_batch_and_keeps_nothing(store: Any) -> 
 def test_a_broken_transaction_fails_its_batch_so_far_and_the_rest_goes_on(store: Any) -> None:
     s, reactor, _ = store
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     for i in range(3):
         out.watch(s.transact(put(f"k{i}")), f"k{i}")
     # the blocker's batch holds the real connection: k1's RELEASE fails
@@ -328,8 +321,7 @@ def test_a_broken_transaction_fails_its_batch_so_far_and_the_rest_goes_on(store:
 def test_a_cancelled_deferred_is_skipped(store: Any) -> None:
     s, reactor, _ = store
     out = Outcomes()
-    _, release, first = blocker(s)
-    out.watch(first, "blocker")
+    release = blocker(s, out)
     d = s.transact(put("c"))
     d.addErrback(lambda f: None)
     d.cancel()
