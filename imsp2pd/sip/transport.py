@@ -96,7 +96,7 @@ class _Stream(protocol.Protocol):
             elif isinstance(event, KeepAlive):
                 self.tr.write(b"\r\n")
             elif isinstance(event, FrameError):
-                self.node.stats["bad"] += 1
+                self.node.counts["bad"] += 1
                 resp = (
                     head_error_response(event.head, event.status, event.reason)
                     if event.head
@@ -160,9 +160,19 @@ class SipNode:
         self._flow_ids = itertools.count(1)
         self._timer: Any = None
         self._timer_at: float | None = None
-        self.stats = {"in": 0, "out": 0, "bad": 0, "dropped": 0}
+        self.counts = {"in": 0, "out": 0, "bad": 0, "dropped": 0}
         self.flow_listeners: list[Callable[[int], None]] = []
         self._stopped = False
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Messages in, out, malformed and dropped, requests refused for
+        overload and transactions pending (what /health shows per node)."""
+        return {
+            **self.counts,
+            "overloaded": self.core.overloaded,
+            "pending": self.core.pending,
+        }
 
     # -- listening --------------------------------------------------------
     def listen_udp(self, port: int, interface: str = "127.0.0.1") -> Any:
@@ -207,11 +217,11 @@ class SipNode:
 
     # -- input ------------------------------------------------------------
     def _datagram(self, proto: _Datagram, data: bytes, host: str, port: int) -> None:
-        self.stats["in"] += 1
+        self.counts["in"] += 1
         try:
             message = parse_message(data)
         except SipParseError as err:
-            self.stats["bad"] += 1
+            self.counts["bad"] += 1
             resp = error_response(err)
             if resp is not None:
                 self._send_udp(resp.encode(), host, port)
@@ -219,11 +229,11 @@ class SipNode:
         self._deliver(message, Source("UDP", host, port))
 
     def _stream_message(self, stream: _Stream, data: bytes) -> None:
-        self.stats["in"] += 1
+        self.counts["in"] += 1
         try:
             message = parse_message(data, stream=True)
         except SipParseError as err:
-            self.stats["bad"] += 1
+            self.counts["bad"] += 1
             resp = error_response(err)
             if resp is not None and stream.transport is not None:
                 stream.tr.write(resp.encode())
@@ -238,10 +248,10 @@ class SipNode:
             outputs = self.core.receive(message, source, now)
         except SipParseError:
             # a header the core needed was malformed beyond what the parser checks
-            self.stats["bad"] += 1
+            self.counts["bad"] += 1
             return
         except Exception:  # a bug must not take the node down: log and drop
-            self.stats["bad"] += 1
+            self.counts["bad"] += 1
             log.failure("SIP core failed on a message from {source}", source=source)
             return
         self.submit(outputs)
@@ -271,7 +281,7 @@ class SipNode:
 
     def _transmit(self, item: Transmit) -> None:
         target = item.target
-        self.stats["out"] += 1
+        self.counts["out"] += 1
         if target.transport == "UDP":
             self._send_udp(item.message.encode(), target.host, target.port, item)
             return
@@ -342,7 +352,7 @@ class SipNode:
             self._report(item, reason)
 
     def _report(self, item: Transmit | None, reason: str) -> None:
-        self.stats["dropped"] += 1
+        self.counts["dropped"] += 1
         if item is not None and item.tx is not None:
             self.submit(self.core.transport_error(item.tx, reason, self.reactor.seconds()))
 
