@@ -499,7 +499,12 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.param("branch")
+        # read a dozen times per request on its way through a proxy: kept
+        d = self.__dict__
+        if "_branch" not in d:
+            d["_branch"] = self.param("branch")
+        branch: str | None = d["_branch"]
+        return branch
 
     @property
     def sent_by(self) -> tuple[str, int | None]:

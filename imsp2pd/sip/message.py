@@ -121,6 +121,7 @@ _VIEWS: dict[str, str] = {
     "contacts": "contact",
     "routes": "route",
     "record_routes": "record-route",
+    "max_forwards": "max-forwards",
 }
 _FIELDS = frozenset(["headers", "body", "method", "uri", "status", "reason"])
 _LNAMES: dict[str, str] = {}
@@ -283,7 +284,7 @@ class Message:
     def record_routes(self) -> list[NameAddr]:
         return [parse_name_addr(v) for v in self.get_all("Record-Route")]
 
-    @property
+    @cached_property
     def max_forwards(self) -> int | None:
         value = self.get("Max-Forwards")
         return None if value is None else parse_int_header(value, "Max-Forwards", maximum=255)
