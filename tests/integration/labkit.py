@@ -59,6 +59,20 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def free_port() -> int:
+    """A loopback port free for both TCP and UDP (a SIP listener takes both)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 def write_lab(
     directory: Path,
     *,

@@ -5,7 +5,6 @@ password, and an RTR from the HSS that deregisters the user."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,23 +17,10 @@ from twisted.trial.unittest import TestCase
 from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
-from tests.integration.labkit import admin_json, end_process, listen_sip
+from tests.integration.labkit import admin_json, end_process, free_port, listen_sip
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
 
 
 class CscfDaemonTests(TestCase):
