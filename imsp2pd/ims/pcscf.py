@@ -17,14 +17,13 @@ and :class:`UeTable` are pure; :class:`Pcscf` is the transaction user.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import parse_name_addr
-from imsp2pd.sip.message import Request, Response
+from imsp2pd.sip.message import Request, Response, random_hex
 from imsp2pd.sip.proxy import (
     BranchFailed,
     BranchResponse,
@@ -87,7 +86,7 @@ def ue_response_filter(
 
 def charging_vector(host: str, icid: str | None = None) -> str:
     """A P-Charging-Vector with a fresh icid (RFC 7315 §4.6)."""
-    return f"icid-value={icid or secrets.token_hex(16)};icid-generated-at={host}"
+    return f"icid-value={icid or random_hex(16)};icid-generated-at={host}"
 
 
 def asserted_identity(preferred: list[str], associated: tuple[str, ...]) -> str | None:

@@ -9,6 +9,7 @@ of the common headers are computed on first use.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
@@ -102,12 +103,47 @@ def new_branch() -> str:
     return f"{_BRANCH_PREFIX}{next(_branch_seq):x}"
 
 
+class _EntropyPool:
+    """Unpredictable bytes from the kernel, drawn 4 KiB at a time: a tag,
+    Call-ID, icid or service token per request would otherwise cost a
+    getrandom() system call each (``secrets.token_hex``).  A forked child
+    starts with an empty pool, so no two processes share bytes."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._buf = b""
+        self._pos = 0
+
+    def reset(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def hex(self, nbytes: int) -> str:
+        pos = self._pos
+        end = pos + nbytes
+        if end > len(self._buf):
+            self._buf = os.urandom(max(self._size, nbytes))
+            pos, end = 0, nbytes
+        self._pos = end
+        return self._buf[pos:end].hex()
+
+
+_POOL = _EntropyPool()
+os.register_at_fork(after_in_child=_POOL.reset)
+
+
+def random_hex(nbytes: int) -> str:
+    """``nbytes`` cryptographically random bytes as hex, like
+    ``secrets.token_hex`` but without a system call per value."""
+    return _POOL.hex(nbytes)
+
+
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return random_hex(6)
 
 
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(10)}@{host}"
+    return f"{random_hex(10)}@{host}"
 
 
 #: The typed views cached on a message, and the header each one reads: a
