@@ -16,6 +16,7 @@ outputs, or later hands outputs to :meth:`SipNode.submit` when it had to wait
 
 from __future__ import annotations
 
+import errno
 import itertools
 import socket
 from collections.abc import Callable, Iterable
@@ -153,6 +154,13 @@ class SipNode:
         self.max_message = max_message
         self.client_tls = client_tls
         self._udp: _Datagram | None = None
+        # the listening UDP port's socket, written to directly (Twisted's
+        # Port.write checks the address with five string parses a datagram)
+        self._udp_port: Any = None
+        self._udp_socket: socket.socket | None = None
+        self._udp_family = socket.AF_INET
+        #: destination hosts known to be addresses of the socket's family
+        self._udp_hosts: set[str] = set()
         self._ports: list[Any] = []
         self._flows: dict[int, _Stream] = {}
         self._by_addr: dict[tuple[str, str, int], int] = {}
@@ -179,6 +187,9 @@ class SipNode:
         self._udp = _Datagram(self)
         p = self.reactor.listenUDP(port, self._udp, interface=interface, maxPacketSize=MAX_DATAGRAM)
         self._ports.append(p)
+        sock = getattr(p, "socket", None)
+        if isinstance(sock, socket.socket):
+            self._udp_port, self._udp_socket, self._udp_family = p, sock, sock.family
         handle = getattr(p, "getHandle", None)
         if handle is not None:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -297,10 +308,33 @@ class SipNode:
         if self._udp is None or self._udp.transport is None:
             self._report(item, "no UDP socket")
             return
-        try:
-            self._udp.tr.write(data, (host, port))
-        except Exception as exc:  # socket errors: unreachable, too big...
-            self._report(item, str(exc) or type(exc).__name__)
+        sock = self._udp_socket
+        if sock is None or self._udp.transport is not self._udp_port:
+            try:
+                self._udp.tr.write(data, (host, port))
+            except Exception as exc:  # socket errors: unreachable, too big...
+                self._report(item, str(exc) or type(exc).__name__)
+            return
+        if host not in self._udp_hosts:
+            try:  # never a name: sendto would resolve it, blocking the reactor
+                socket.inet_pton(self._udp_family, host)
+            except (OSError, ValueError):
+                self._report(item, f"not an IP address: {host!r}")
+                return
+            if len(self._udp_hosts) >= 65536:
+                self._udp_hosts.clear()
+            self._udp_hosts.add(host)
+        for _ in range(3):
+            try:
+                sock.sendto(data, (host, port))
+                return
+            except InterruptedError:
+                continue
+            except OSError as exc:  # unreachable, too big, buffer full...
+                if exc.errno == errno.ECONNREFUSED:
+                    return  # an earlier datagram's ICMP: says nothing of this one
+                self._report(item, str(exc) or type(exc).__name__)
+                return
 
     def _write_stream(self, stream: _Stream, item: Transmit) -> None:
         if stream.transport is None:

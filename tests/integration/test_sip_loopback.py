@@ -117,3 +117,19 @@ class LoopbackTests(unittest.TestCase):
         req = build_request("MESSAGE", "sip:x@127.0.0.1", from_uri="sip:alice@ims.example.org")
         with self.assertRaises(SipRequestFailed):
             yield self.uac.request(req, target=Target("TCP", "127.0.0.1", 1))
+
+    @defer.inlineCallbacks
+    def test_udp_to_a_host_name_fails_without_resolving_it(self) -> Any:
+        # the node writes to its UDP socket itself; a name must not reach
+        # sendto (which would resolve it, blocking the reactor)
+        req = build_request("MESSAGE", "sip:x@127.0.0.1", from_uri="sip:alice@ims.example.org")
+        with self.assertRaises(SipRequestFailed) as caught:
+            yield self.uac.request(req, target=Target("UDP", "localhost", self.uas_port))
+        self.assertIn("not an IP address", str(caught.exception))
+        self.assertEqual(self.uac_node.counts["dropped"], 1)
+        self.assertEqual(self.received, [])
+
+    def test_udp_datagram_too_large_for_the_socket_is_dropped(self) -> None:
+        # EMSGSIZE from sendto is counted as a drop, not raised into the reactor
+        self.uac_node._send_udp(b"x" * 70000, "127.0.0.1", self.uas_port)
+        self.assertEqual(self.uac_node.counts["dropped"], 1)
