@@ -198,8 +198,14 @@ class HssRole(Role):
             "imsp2pd_hss_cx_answers_total", "Cx answers sent", ("command", "result")
         )
 
+        series: dict[tuple[int, int], tuple[str, ...]] = {}  # made once per (command, result)
+
         def count(ans: Any, code: int) -> Any:
-            answers.inc(command=str(code), result=str(cx.outcome(ans).code))
+            result = cx.outcome(ans).code
+            one = series.get((code, result))
+            if one is None:
+                one = series[(code, result)] = answers.series(command=str(code), result=str(result))
+            answers.inc_series(one)
             return ans
 
         def handle(msg: Any, peer: Any) -> Any:

@@ -139,23 +139,40 @@ class NodeMetrics:
             "Watchdog state changes (RFC 3539) of a peer, by the state entered",
             ("node", "peer", "state"),
         )
+        # The series of each command (and direction and result): made once, not per
+        # message. As many as the series themselves.
+        self._sent: dict[int, tuple[str, ...]] = {}
+        self._received: dict[int, tuple[str, ...]] = {}
+        self._answers: dict[tuple[str, int, int], tuple[str, ...]] = {}
 
     def peer(self, peer: str, is_open: bool) -> None:
         self.peers_open.set(1.0 if is_open else 0.0, node=self.node, peer=peer)
 
     def sent(self, msg: Message) -> None:
-        self.requests_sent.inc(node=self.node, command=str(msg.code))
+        series = self._sent.get(msg.code)
+        if series is None:
+            series = self._sent[msg.code] = self.requests_sent.series(
+                node=self.node, command=str(msg.code)
+            )
+        self.requests_sent.inc_series(series)
 
     def received(self, msg: Message) -> None:
-        self.requests_received.inc(node=self.node, command=str(msg.code))
+        series = self._received.get(msg.code)
+        if series is None:
+            series = self._received[msg.code] = self.requests_received.series(
+                node=self.node, command=str(msg.code)
+            )
+        self.requests_received.inc_series(series)
 
     def answer(self, direction: str, msg: Message) -> None:
-        self.answers.inc(
-            node=self.node,
-            direction=direction,
-            command=str(msg.code),
-            result=str(msg.result_code or 0),
-        )
+        result = msg.result_code or 0
+        key = (direction, msg.code, result)
+        series = self._answers.get(key)
+        if series is None:
+            series = self._answers[key] = self.answers.series(
+                node=self.node, direction=direction, command=str(msg.code), result=str(result)
+            )
+        self.answers.inc_series(series)
 
     def timeout(self, peer: str) -> None:
         self.timeouts.inc(node=self.node, peer=peer)

@@ -31,3 +31,21 @@ def test_misuse() -> None:
     assert r.counter("a_total", "a", ("l",)) is c
     with pytest.raises(ValueError):
         r.counter("bad name", "x")
+
+
+def test_a_kept_series_counts_as_its_labels_do() -> None:
+    r = Registry()
+    c = r.counter("n_total", "n", ("node", "command"))
+    one = c.series(node="hss", command=300)  # type: ignore[arg-type]
+    assert one == ("hss", "300")
+    c.inc_series(one)
+    c.inc_series(one, 2)
+    c.inc(node="hss", command="300")
+    assert c.value(node="hss", command="300") == 4
+    assert 'n_total{node="hss",command="300"} 4' in r.render()
+    with pytest.raises(ValueError):
+        c.series(node="hss")
+    with pytest.raises(ValueError):
+        c.series(node="hss", command="1", other="x")
+    with pytest.raises(ValueError):
+        c.inc_series(one, -1)
