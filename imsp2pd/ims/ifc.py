@@ -19,6 +19,13 @@ User-Data).  Here:
   matches (the S-CSCF's walk, resumed after each AS);
 * :func:`on_as_failure` — DefaultHandling when the AS fails or times out.
 
+Those functions read the definitions as written and are the reference.  The
+S-CSCF evaluates through :func:`compiled_ifcs`: each TriggerPoint turned
+once into a small evaluator (patterns compiled, groups laid out, cheap SPTs
+first), the iFCs of a profile kept in priority order, shared by every user of
+that profile; and :class:`RequestView`, the facts of a request read from it on
+demand (the SDP only when an SPT asks).  The tests hold the two together.
+
 Regular expressions (RequestURI, SIPHeader Header/Content, SessionDescription
 Line/Content) are Python ``re`` patterns; the RequestURI must match the whole
 Request-URI or its address of record (``scheme:user@host``); header and SDP
@@ -29,10 +36,11 @@ never matches: a bad profile cannot crash the S-CSCF.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from functools import lru_cache
+from typing import Protocol
 
 from imsp2pd.ims.profile import (
     DefaultHandling,
@@ -42,6 +50,7 @@ from imsp2pd.ims.profile import (
     TriggerPoint,
 )
 from imsp2pd.sip.message import Request
+from imsp2pd.sip.uri import URI
 
 
 class RegistrationType(IntEnum):
@@ -237,3 +246,299 @@ def facts_from_request(
         registration_type=registration_type,
         request_aor=aor,
     )
+
+
+# -- the fast path: compiled trigger points, facts read on demand -------------
+
+
+class Facts(Protocol):
+    """What an evaluator reads: a :class:`RequestFacts` or a :class:`RequestView`."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def request_uri(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def sdp(self) -> str | None: ...
+    @property
+    def session_case(self) -> SessionCase: ...
+    @property
+    def registered(self) -> bool: ...
+    @property
+    def registration_type(self) -> RegistrationType | None: ...
+    @property
+    def request_aor(self) -> str | None: ...
+
+
+_UNSET = object()
+
+
+class RequestView:
+    """The facts of a request, as :func:`facts_from_request` gives them, read
+    from the request when asked: the Request-URI text and address of record
+    when an SPT looks at them, the body decoded only for a SessionDescription
+    SPT, the header fields the request's own."""
+
+    __slots__ = ("request", "method", "session_case", "registered", "registration_type", "_sdp")
+
+    def __init__(
+        self,
+        request: Request,
+        session_case: SessionCase,
+        registered: bool = True,
+        registration_type: RegistrationType | None = None,
+    ) -> None:
+        self.request = request
+        self.method = request.method
+        self.session_case = session_case
+        self.registered = registered
+        self.registration_type = registration_type
+        self._sdp: object = _UNSET
+
+    @property
+    def request_uri(self) -> str:
+        return str(self.request.uri)  # the URI keeps its text
+
+    @property
+    def request_aor(self) -> str | None:
+        uri: URI = self.request.uri
+        return uri.aor() if hasattr(uri, "aor") else None
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return self.request.headers
+
+    @property
+    def sdp(self) -> str | None:
+        sdp = self._sdp
+        if sdp is _UNSET:
+            request = self.request
+            sdp = self._sdp = (
+                request.body.decode("utf-8", "replace")
+                if request.content_type == "application/sdp"
+                else None
+            )
+        assert sdp is None or isinstance(sdp, str)
+        return sdp
+
+
+def request_view(
+    request: Request,
+    session_case: SessionCase,
+    registered: bool = True,
+    registration_type: RegistrationType | None = None,
+) -> RequestView:
+    return RequestView(request, session_case, registered, registration_type)
+
+
+Matcher = Callable[[Facts], bool]
+
+#: header names an SPT's Header pattern was tried on, at most (then tried again each time)
+_NAME_MEMO = 256
+
+
+def _always(facts: Facts) -> bool:
+    return True
+
+
+def _never(facts: Facts) -> bool:
+    return False
+
+
+def _constant(value: bool) -> Matcher:
+    return _always if value else _never
+
+
+def _compile_spt(spt: Spt) -> tuple[int, Matcher]:
+    """(cost, evaluator) of one SPT, ConditionNegated applied: a cheap
+    evaluator (cost 0) looks at no text, the others run patterns."""
+    neg = spt.negated
+    if spt.method is not None:
+        method = spt.method.upper()
+        if method == "REGISTER" and spt.registration_types:
+            types = frozenset(spt.registration_types)
+
+            def register(facts: Facts) -> bool:
+                if facts.method.upper() != method:
+                    return neg
+                rtype = facts.registration_type
+                return (rtype is not None and int(rtype) in types) is not neg
+
+            return 0, register
+
+        def method_is(facts: Facts) -> bool:
+            return (facts.method.upper() == method) is not neg
+
+        return 0, method_is
+    if spt.request_uri is not None:
+        rx = _compile(spt.request_uri)
+        if rx is None:
+            return 0, _constant(neg)
+        full = rx.fullmatch
+
+        def request_uri(facts: Facts) -> bool:
+            if full(facts.request_uri) is not None:
+                return not neg
+            aor = facts.request_aor
+            if aor and full(aor) is not None:
+                return not neg
+            return neg
+
+        return 1, request_uri
+    if spt.header is not None:
+        name_rx = _compile(spt.header)
+        if name_rx is None:
+            return 0, _constant(neg)
+        content = spt.header_content
+        content_rx = _compile(content) if content is not None else None
+        names: dict[str, bool] = {}
+
+        def header(facts: Facts) -> bool:
+            for name, value in facts.headers:
+                hit = names.get(name)
+                if hit is None:
+                    hit = name_rx.fullmatch(name) is not None
+                    if len(names) < _NAME_MEMO:
+                        names[name] = hit
+                if hit and (
+                    content is None
+                    or (content_rx is not None and content_rx.search(value) is not None)
+                ):
+                    return not neg
+            return neg
+
+        return 2, header
+    if spt.session_case is not None:
+        case = spt.session_case
+
+        def session_case(facts: Facts) -> bool:
+            return (facts.session_case == case) is not neg
+
+        return 0, session_case
+    if spt.sdp_line is not None:
+        line_rx = _compile(spt.sdp_line)
+        if line_rx is None:
+            return 0, _constant(neg)
+        content = spt.sdp_content
+        content_rx = _compile(content) if content is not None else None
+
+        def sdp(facts: Facts) -> bool:
+            text = facts.sdp
+            if text is None:
+                return neg
+            for line in text.splitlines():
+                kind, eq, value = line.partition("=")
+                if not eq or line_rx.fullmatch(kind.strip()) is None:
+                    continue
+                if content is None or (
+                    content_rx is not None and content_rx.search(value) is not None
+                ):
+                    return not neg
+            return neg
+
+        return 3, sdp
+    return 0, _constant(neg)  # pragma: no cover - Spt guarantees one condition
+
+
+def compile_trigger(tp: TriggerPoint | None) -> Matcher:
+    """An evaluator equal to ``lambda facts: trigger_matches(tp, facts)``.
+    Every SPT is pure, so the groups and the SPTs inside them are tried
+    cheapest first."""
+    if tp is None or not tp.spts:
+        return _always
+    compiled = {id(spt): _compile_spt(spt) for spt in tp.spts}
+    groups = [
+        sorted((compiled[id(spt)] for spt in members), key=lambda cm: cm[0])
+        for members in _groups(tp).values()
+    ]
+    groups.sort(key=lambda g: g[-1][0])
+    layout = tuple(tuple(m for _, m in g) for g in groups)
+    if len(layout) == 1 and len(layout[0]) == 1:
+        return layout[0][0]
+    if tp.cnf:
+
+        def cnf(facts: Facts) -> bool:
+            for group in layout:
+                for m in group:
+                    if m(facts):
+                        break
+                else:
+                    return False
+            return True
+
+        return cnf
+
+    def dnf(facts: Facts) -> bool:
+        for group in layout:
+            for m in group:
+                if not m(facts):
+                    break
+            else:
+                return True
+        return False
+
+    return dnf
+
+
+class CompiledIfcs:
+    """The iFCs of a profile in priority order, each with its evaluator:
+    :meth:`next_match` and :meth:`all_matches` answer as the functions of
+    the same names."""
+
+    __slots__ = ("ifcs", "_entries")
+
+    def __init__(self, ifcs: Iterable[InitialFilterCriteria]) -> None:
+        self.ifcs = ifcs if isinstance(ifcs, tuple) else tuple(ifcs)
+        self._entries = tuple(
+            (
+                ifc.priority,
+                part_applies(ifc, True),
+                part_applies(ifc, False),
+                ifc,
+                compile_trigger(ifc.trigger),
+            )
+            for ifc in ordered(self.ifcs)
+        )
+
+    def next_match(self, facts: Facts, after: int | None = None) -> InitialFilterCriteria | None:
+        registered = facts.registered
+        for priority, if_registered, if_unregistered, ifc, match in self._entries:
+            if after is not None and priority <= after:
+                continue
+            if not (if_registered if registered else if_unregistered):
+                continue
+            if match(facts):
+                return ifc
+        return None
+
+    def all_matches(self, facts: Facts) -> list[InitialFilterCriteria]:
+        out = []
+        registered = facts.registered
+        after: int | None = None
+        for priority, if_registered, if_unregistered, ifc, match in self._entries:
+            if after is not None and priority <= after:
+                continue  # one per priority, as next_match resumed after each
+            if (if_registered if registered else if_unregistered) and match(facts):
+                out.append(ifc)
+                after = priority
+        return out
+
+
+#: compiled iFCs by the identity of their tuple (kept alive by the entry)
+_COMPILED: dict[int, CompiledIfcs] = {}
+_COMPILED_MAX = 1024
+
+
+def compiled_ifcs(ifcs: tuple[InitialFilterCriteria, ...]) -> CompiledIfcs:
+    """The evaluators of ``ifcs``, made once per tuple (the profile parser
+    shares one tuple among the users of a profile)."""
+    found = _COMPILED.get(id(ifcs))
+    if found is not None and found.ifcs is ifcs:
+        return found
+    made = CompiledIfcs(ifcs)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    _COMPILED[id(ifcs)] = made
+    return made

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +30,12 @@ from imsp2pd.diameter import cx
 from imsp2pd.diameter.codes import CxResult, ServerAssignmentType
 from imsp2pd.diameter.message import Message as DiameterMessage
 from imsp2pd.ims.ifc import (
+    CompiledIfcs,
     FailureAction,
     RegistrationType,
-    all_matches,
-    facts_from_request,
-    next_match,
+    compiled_ifcs,
     on_as_failure,
+    request_view,
 )
 from imsp2pd.ims.profile import (
     IMSSubscription,
@@ -58,7 +57,7 @@ from imsp2pd.sip.digest import (
 )
 from imsp2pd.sip.errors import SipError, SipParseError
 from imsp2pd.sip.headers import parse_auth, parse_name_addr
-from imsp2pd.sip.message import Request, make_response, new_call_id, new_tag
+from imsp2pd.sip.message import Request, make_response, new_call_id, new_tag, random_hex
 from imsp2pd.sip.proxy import (
     BranchFailed,
     BranchResponse,
@@ -71,7 +70,7 @@ from imsp2pd.sip.proxy import (
     UacFailed,
     UacResponse,
 )
-from imsp2pd.sip.uri import SipURI, parse_uri
+from imsp2pd.sip.uri import URI, SipURI, parse_uri
 from imsp2pd.store import Collection, Migration
 
 log = Logger()
@@ -79,6 +78,9 @@ log = Logger()
 REGISTRATIONS = "scscf_registrations"
 #: challenges awaiting an answer at most (the oldest are dropped beyond it)
 MAX_PENDING_AUTH = 100_000
+#: AS hops (:meth:`Scscf._as_hop`) kept at most
+_AS_HOPS_MAX = 1024
+_NO_HOP: Any = object()
 MIGRATIONS = (Migration("scscf-0001-registrations", (Collection(REGISTRATIONS, ("impi",)),)),)
 
 
@@ -94,6 +96,7 @@ def aor_of(text: str) -> str:
 
 #: parsed User-Data by its bytes (profiles are shared by many users)
 _PROFILE_CACHE: dict[bytes, IMSSubscription] = {}
+_NO_IFCS = CompiledIfcs(())
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,40 @@ class Registration:
     associated: tuple[str, ...]
     bindings: dict[str, Binding] = field(default_factory=dict)
     user_data: bytes = b""
+    # the profile chosen for the user_data and impu objects it was chosen for
+    # (assigning either field, even an equal value, makes it choose again)
+    _chosen_for: tuple[bytes, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _chosen: ServiceProfile | None = field(default=None, init=False, repr=False, compare=False)
+    _compiled: CompiledIfcs = field(default=_NO_IFCS, init=False, repr=False, compare=False)
 
     def profile(self) -> ServiceProfile | None:
+        chosen_for = self._chosen_for
+        if (
+            chosen_for is not None
+            and chosen_for[0] is self.user_data
+            and chosen_for[1] is self.impu
+        ):
+            return self._chosen
+        sp = self._choose_profile()
+        self._chosen_for = (self.user_data, self.impu)
+        self._chosen = sp
+        self._compiled = compiled_ifcs(sp.ifcs) if sp is not None else _NO_IFCS
+        return sp
+
+    def compiled_ifcs(self) -> CompiledIfcs:
+        """The iFCs of :meth:`profile`, compiled (:func:`imsp2pd.ims.ifc.compiled_ifcs`)."""
+        chosen_for = self._chosen_for
+        if (
+            chosen_for is None
+            or chosen_for[0] is not self.user_data
+            or chosen_for[1] is not self.impu
+        ):
+            self.profile()
+        return self._compiled
+
+    def _choose_profile(self) -> ServiceProfile | None:
         if not self.user_data:
             return None
         cached = _PROFILE_CACHE.get(self.user_data)
@@ -242,7 +277,7 @@ def parse_odi(uri: Any) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Walk:
     """Where an iFC walk stands while the request is at an AS."""
 
@@ -343,6 +378,7 @@ class Scscf:
         self._pending_auth: dict[str, _PendingAuth] = {}
         self._walks: dict[str, _Walk] = {}
         self._walk_by_ctx: dict[int, str] = {}
+        self._as_hops: dict[str, Any] = {}
         self.sessions = cx.SessionIds(config.origin.host, clock())
         self.third_party: list[UacResponse | UacFailed] = []
         self.reg_subscriptions: dict[str, list[RegSubscription]] = {}
@@ -412,7 +448,7 @@ class Scscf:
             reg = self.registrar.find(served) if served else None
             if reg is None:
                 return self.core.reply(event.ctx, 403, now, "Served User Not Registered")
-            return self._walk(event.ctx, req, served or "", SessionCase.ORIGINATING, None, now)
+            return self._walk(event.ctx, req, served or "", reg, SessionCase.ORIGINATING, None, now)
         return self._terminating(event.ctx, req, now)
 
     @staticmethod
@@ -665,11 +701,9 @@ class Scscf:
         now: float,
     ) -> None:
         """TS 24.229 §5.4.1.7: a REGISTER to each AS whose iFC matches."""
-        facts = facts_from_request(
-            req, session_case=SessionCase.ORIGINATING, registered=True, registration_type=rtype
-        )
+        facts = request_view(req, SessionCase.ORIGINATING, True, rtype)
         secs = max(expires.values()) if expires else 0
-        for ifc in all_matches(reg.ifcs(), facts):
+        for ifc in reg.compiled_ifcs().all_matches(facts):
             try:
                 as_uri = parse_uri(ifc.application_server.server_name)
             except SipParseError:
@@ -702,49 +736,68 @@ class Scscf:
         ctx: int,
         req: Request,
         served: str,
+        reg: Registration | None,
         case: SessionCase,
         after: int | None,
         now: float,
     ) -> list[Output]:
-        reg = self.registrar.find(served)
-        ifcs = reg.ifcs() if reg else ()
-        facts = facts_from_request(req, session_case=case, registered=reg is not None)
+        """``reg``: ``self.registrar.find(served)``, which the caller has."""
+        ifcs = reg.compiled_ifcs() if reg is not None else _NO_IFCS
+        facts = request_view(req, case, reg is not None)
         while True:
-            ifc = next_match(ifcs, facts, after)
+            ifc = ifcs.next_match(facts, after)
             if ifc is None:
                 break
-            try:
-                as_uri = parse_uri(ifc.application_server.server_name)
-            except SipParseError:
+            hop = self._as_hop(ifc.application_server.server_name)
+            if hop is None:
                 after = ifc.priority
                 continue
-            token = secrets.token_hex(8)
-            routes = [v for v in req.get_all("Route")]
+            as_uri, as_route, target = hop
+            token = random_hex(8)
+            routes = req.get_all("Route")
             # our own first Route (orig / odi) is consumed here
             if routes and self.core.is_local(parse_name_addr(routes[0]).uri):
-                routes = routes[1:]
-            new_routes = [
-                f"<{as_uri};lr>",
-                odi_route(self.config.host, self.config.port, token),
-                *routes,
-            ]
-            out_req = req.remove_header("Route")
-            for r in new_routes:
-                out_req = out_req.append_header("Route", r)
+                del routes[0]
+            out_req = req.remove_header("Route").append_header(
+                "Route", as_route, odi_route(self.config.host, self.config.port, token), *routes
+            )
             self._walks[token] = _Walk(served, case, ifc.priority, ifc, ctx, out_req, now)
             self._walk_by_ctx[ctx] = token
-            target = _as_target(as_uri, self.config.as_transport)
+            if target is None:
+                target = _as_target(as_uri, self.config.as_transport)  # raises, as it did
             return self.core.forward(ctx, out_req, now, intercept=True, target=target)
         if case is SessionCase.ORIGINATING:
             return self._terminating(ctx, req, now)
         return self._to_contacts(ctx, req, now)
+
+    def _as_hop(self, server_name: str) -> tuple[URI, str, Target | None] | None:
+        """The AS's URI, its Route and where to send (None: a ServerName that is
+        not a URI; a target of None: not a SIP URI), worked out once per name."""
+        hop = self._as_hops.get(server_name, _NO_HOP)
+        if hop is _NO_HOP:
+            try:
+                as_uri = parse_uri(server_name)
+            except SipParseError:
+                hop = None
+            else:
+                target = (
+                    _as_target(as_uri, self.config.as_transport)
+                    if isinstance(as_uri, SipURI)
+                    else None
+                )
+                hop = (as_uri, f"<{as_uri};lr>", target)
+            if len(self._as_hops) >= _AS_HOPS_MAX:
+                self._as_hops.clear()
+            self._as_hops[server_name] = hop
+        return hop
 
     def _continue_walk(self, ctx: int, req: Request, token: str, now: float) -> list[Output]:
         walk = self._walks.pop(token, None)
         if walk is None:
             return self.core.reply(ctx, 404, now, "Unknown Service Continuation")
         self._walk_by_ctx.pop(walk.ctx, None)
-        return self._walk(ctx, req, walk.served, walk.case, walk.last_priority, now)
+        reg = self.registrar.find(walk.served)
+        return self._walk(ctx, req, walk.served, reg, walk.case, walk.last_priority, now)
 
     def _as_response(self, event: BranchResponse, now: float) -> list[Output]:
         token = self._walk_by_ctx.pop(event.ctx, None)
@@ -764,7 +817,8 @@ class Scscf:
         original = self.core.request_of(event.ctx)
         if original is None:
             return []
-        return self._walk(event.ctx, original, walk.served, walk.case, walk.last_priority, now)
+        reg = self.registrar.find(walk.served)
+        return self._walk(event.ctx, original, walk.served, reg, walk.case, walk.last_priority, now)
 
     # -- terminating ----------------------------------------------------------
     def _terminating(self, ctx: int, req: Request, now: float) -> list[Output]:
@@ -775,7 +829,16 @@ class Scscf:
                 return self.core.reply(ctx, 404, now)
             stripped = _without_local_routes(self.core, req)
             return self.core.forward(ctx, stripped, now, target=self.config.icscf)
-        return self._walk(ctx, req, reg.impu, SessionCase.TERMINATING_REGISTERED, None, now)
+        served = reg.impu  # which the index may give to another registration
+        return self._walk(
+            ctx,
+            req,
+            served,
+            self.registrar.find(served),
+            SessionCase.TERMINATING_REGISTERED,
+            None,
+            now,
+        )
 
     def _to_contacts(self, ctx: int, req: Request, now: float) -> list[Output]:
         target = req.uri.aor() if isinstance(req.uri, SipURI) else str(req.uri)
