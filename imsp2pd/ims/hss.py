@@ -184,22 +184,74 @@ class Hss:
         self._user_data: dict[tuple[str, tuple[tuple[str, bool], ...], str], bytes] = {}
         #: iFCs by their documents' repr (most subscribers share them)
         self._ifcs: dict[str, tuple[InitialFilterCriteria, ...]] = {}
+        #: store transactions in flight from :meth:`transact` (their writes unknown)
+        self._transactions = 0
+        #: writes in flight from :meth:`handle`: collection -> key -> (before, after)
+        self._in_flight: _InFlight = {}
 
     # Diameter entry points --------------------------------------------------------
 
     def handle(self, req: Message, peer: PeerInfo) -> Message | Deferred[Message]:
-        """The node's handler: one transaction per request.
+        """The node's handler: the request processed once, from the cache when it can be.
 
-        A request that only reads what the cache already holds (MAR with SIP
-        Digest, a re-registration SAR that changes nothing, UAR, LIR) is
-        answered from the cache in the reactor thread, at once (no Deferred);
-        anything that writes or misses runs as a store transaction.
+        A request whose reads the cache holds is processed in the reactor
+        thread. If it wrote nothing (MAR with SIP Digest, a re-registration
+        SAR that changes nothing, UAR, LIR) it is answered at once (no
+        Deferred); if it wrote (the MAR that keeps the S-CSCF, the SAR that
+        registers, an AKA SQN step), only its writes go to the store, and the
+        answer fires once they are committed. A miss, or a write that could
+        rest on something a transaction in flight changes, runs the request
+        in a store transaction instead (:meth:`transact`); so does any request
+        that reads what a write of this path, in flight, changes. (A request
+        that only reads, while a :meth:`transact` is in flight, sees what was
+        committed before it.)
         """
+        view = _CacheView(self._cache, self._in_flight)
         try:
-            return self.process(_CacheView(self._cache), req)
-        except (_CacheMiss, _CacheWrite):
-            pass
-        return self.transact(lambda txn: self.process(txn, req))
+            ans = self.process(view, req)
+        except _CacheMiss:
+            return self.transact(lambda txn: self.process(txn, req))
+        if view.stale or (view.written and self._transactions):
+            # It read what a write in flight changes, or it writes while a transaction
+            # whose writes are not known yet is in flight: after them, from the store.
+            return self.transact(lambda txn: self.process(txn, req))
+        if not view.written:
+            return ans
+        return self._write_behind(view, ans)
+
+    def _write_behind(self, view: _CacheView, ans: Message) -> Deferred[Message]:
+        """Commit ``view``'s writes alone; then the cache has them, and ``ans`` fires."""
+        if self.store is None:
+            raise RuntimeError("Hss needs a store")
+        written, before = view.written, view.before
+        in_flight = self._in_flight
+        for (collection, key), doc in written.items():
+            in_flight.setdefault(collection, {})[key] = (before[(collection, key)], doc)
+
+        def write(txn: Any) -> Message:
+            for (collection, key), doc in written.items():
+                txn.put(collection, key, doc)
+            return ans
+
+        def landed() -> None:
+            for collection, key in written:
+                docs = in_flight.get(collection)
+                if docs is not None:
+                    docs.pop(key, None)
+                    if not docs:
+                        del in_flight[collection]
+
+        def committed(result: Message) -> Message:
+            landed()
+            _apply(self._cache, before, written, {})
+            return result
+
+        def failed(f: Any) -> Any:
+            landed()
+            self.forget_cache()
+            return f
+
+        return self.store.transact(write).addCallbacks(committed, failed)
 
     def transact(self, fn: Callable[[Any], T]) -> Deferred[T]:
         """Run ``fn(txn)`` in a store transaction and keep the cache in step with it.
@@ -217,14 +269,17 @@ class Hss:
             return fn(rec)
 
         def committed(result: T) -> T:
+            self._transactions -= 1
             for rec in recorders[-1:]:
                 rec.apply(self._cache)
             return result
 
         def failed(f: Any) -> Any:
+            self._transactions -= 1
             self.forget_cache()
             return f
 
+        self._transactions += 1
         return self.store.transact(run).addCallbacks(committed, failed)
 
     def forget_cache(self) -> None:
@@ -235,12 +290,23 @@ class Hss:
 
         After provisioning at start, so that the first UAR of each user is
         answered from the cache too. ``limit`` per collection (default: half
-        the cache's size); fires with the number of documents read.
+        the cache's size); fires with the number of documents read. When
+        every identity was read, so are the registration sets and the
+        identities of each IMPI (the queries of a first MAR and SAR).
         """
         cap = self._cache.max_docs // 2 if limit is None else limit
 
         def read(txn: Any) -> int:
-            return sum(1 for c in (SUBSCRIBERS, IDENTITIES) for _ in txn.scan(c, limit=cap))
+            subs = sum(1 for _ in txn.scan(SUBSCRIBERS, limit=cap))
+            idents = list(txn.scan(IDENTITIES, limit=cap))
+            if len(idents) < cap and isinstance(txn, _Recorder):
+                for field in ("impi", "irs"):
+                    groups: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+                    for key, doc in idents:  # in key order, as a find gives them
+                        groups.setdefault(doc.get(field), []).append((key, doc))
+                    for value, found in groups.items():
+                        txn.found(IDENTITIES, {field: value}, found)
+            return subs + len(idents)
 
         return self.transact(read)
 
@@ -800,10 +866,6 @@ class _CacheMiss(Exception):
     pass
 
 
-class _CacheWrite(Exception):
-    pass
-
-
 _Key = tuple[str, str]
 _Query = tuple[str, frozenset[tuple[str, Any]]]
 
@@ -841,41 +903,86 @@ def _matches(doc: dict[str, Any] | None, eq: frozenset[tuple[str, Any]]) -> bool
     return doc is not None and all(doc.get(f) == v for f, v in eq)
 
 
-class _CacheView:
-    """A read-only transaction served from the cache; raises on a miss or a write."""
+_InFlight = dict[str, dict[str, tuple[dict[str, Any] | None, dict[str, Any]]]]
 
-    def __init__(self, cache: _Cache) -> None:
+
+class _CacheView:
+    """A transaction served from the cache, for :meth:`Hss.handle`.
+
+    Reads come from the cache (:class:`_CacheMiss` where it has nothing);
+    writes are kept in ``written`` (with the documents they replace in
+    ``before``) and seen by the reads that follow. ``stale`` tells that a
+    read met a document, or a query result, that a write in flight
+    (``in_flight``, not yet committed) changes.
+    """
+
+    def __init__(self, cache: _Cache, in_flight: _InFlight) -> None:
         self._cache = cache
+        self._in_flight = in_flight
+        self.written: dict[_Key, dict[str, Any]] = {}
+        self.before: dict[_Key, dict[str, Any] | None] = {}
+        self.stale = False
 
     def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        k = (collection, key)
+        mine = self.written.get(k)
+        if mine is not None:
+            return dict(mine)
         try:
-            doc = self._cache.docs[(collection, key)]
+            doc = self._cache.docs[k]
         except KeyError:
             raise _CacheMiss from None
+        if self._in_flight and key in self._in_flight.get(collection, ()):
+            self.stale = True
         return None if doc is None else dict(doc)
 
     def find(
         self, collection: str, limit: int | None = None, **eq: Any
     ) -> list[tuple[str, dict[str, Any]]]:
-        keys = self._cache.queries.get((collection, frozenset(eq.items())))
+        query = frozenset(eq.items())
+        keys = self._cache.queries.get((collection, query))
         if keys is None or limit is not None:
             raise _CacheMiss
+        flying = self._in_flight.get(collection) if self._in_flight else None
+        if flying and any(_matches(b, query) or _matches(a, query) for b, a in flying.values()):
+            self.stale = True
+        written = self.written
+        if written:  # what this transaction wrote moves documents in or out of the result
+            members = set(keys)
+            for (c, k), mine in written.items():
+                if c == collection:
+                    if _matches(mine, query):
+                        members.add(k)
+                    else:
+                        members.discard(k)
+            keys = sorted(members)
+        docs = self._cache.docs
         out = []
         for k in keys:
-            doc = self._cache.docs.get((collection, k))
-            if doc is None:
+            found = written.get((collection, k))
+            if found is None:
+                found = docs.get((collection, k))
+            if found is None:
                 raise _CacheMiss
-            out.append((k, dict(doc)))
+            out.append((k, dict(found)))
         return out
 
     def put(self, collection: str, key: str, doc: dict[str, Any]) -> None:
-        raise _CacheWrite
+        k = (collection, key)
+        if k not in self.written:
+            try:
+                self.before[k] = self._cache.docs[k]
+            except KeyError:  # what it replaces is not known
+                raise _CacheMiss from None
+            if self._in_flight and key in self._in_flight.get(collection, ()):
+                self.stale = True
+        self.written[k] = dict(doc)
 
     def delete(self, collection: str, key: str) -> bool:
-        raise _CacheWrite
+        raise _CacheMiss
 
     def insert(self, collection: str, key: str, doc: dict[str, Any]) -> None:
-        raise _CacheWrite
+        raise _CacheMiss
 
     def scan(self, *args: Any, **kw: Any) -> Any:
         raise _CacheMiss
@@ -908,6 +1015,12 @@ class _Recorder:
                 self.read.setdefault((collection, k), d)
         return found
 
+    def found(
+        self, collection: str, eq: dict[str, Any], found: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Record ``found`` as what ``find(collection, **eq)`` gives (read otherwise)."""
+        self.queries[(collection, frozenset(eq.items()))] = [(k, dict(d)) for k, d in found]
+
     def put(self, collection: str, key: str, doc: dict[str, Any]) -> None:
         self._txn.put(collection, key, doc)
         self.written[(collection, key)] = dict(doc)
@@ -933,59 +1046,70 @@ class _Recorder:
         return self._txn.count(*args, **kw)
 
     def apply(self, cache: _Cache) -> None:
-        """After the commit: what was read and not written, then what was written.
+        """After the commit: what was read and not written, then what was written."""
+        _apply(cache, self.read, self.written, self.queries)
 
-        A write changes the result of a query only if the document matched
-        it before and not after, or the other way round (results are keys;
-        the documents themselves are cached apart). Such queries are
-        forgotten, and the ones this transaction ran are kept unless one of
-        its writes changed them. Where the document before the write is not
-        known, every query of its collection is forgotten.
-        """
-        if len(cache.docs) > cache.max_docs:
-            cache.clear()
-        # (collection, document before, document after) of every write
-        changes: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
-        blind: set[str] = set()
-        for key, doc in self.written.items():
-            before = self.read.get(key, _UNKNOWN)
-            if before is _UNKNOWN:
-                before = cache.docs.get(key, _UNKNOWN)
-            if before is _UNKNOWN:
-                blind.add(key[0])
-            else:
-                changes.append((key[0], before, doc))
-        for collection in blind:
-            cache.forget_queries(collection)
-        for collection, before, after in changes:
-            if collection in blind:
-                continue
-            for shape in cache.shapes.get(collection, ()):
-                try:
-                    old = None if before is None else frozenset((f, before.get(f)) for f in shape)
-                    new = None if after is None else frozenset((f, after.get(f)) for f in shape)
-                except TypeError:  # an unhashable value: no telling which queries it is in
-                    cache.forget_queries(collection)
-                    blind.add(collection)
-                    break
-                if old != new:
-                    for eq in (old, new):
-                        if eq is not None:
-                            cache.queries.pop((collection, eq), None)
-        for (collection, eq), found in self.queries.items():
-            if collection in blind or any(
-                c == collection and _matches(before, eq) != _matches(after, eq)
-                for c, before, after in changes
-            ):
-                continue
-            cache.queries[(collection, eq)] = [k for k, _ in found]
-            cache.shapes.setdefault(collection, set()).add(tuple(sorted(f for f, _ in eq)))
-            for k, d in found:
-                cache.docs.setdefault((collection, k), d)
-        for key, doc in self.read.items():
-            cache.docs[key] = doc
-        for key, doc in self.written.items():
-            cache.docs[key] = doc
+
+def _apply(
+    cache: _Cache,
+    read: Mapping[_Key, dict[str, Any] | None],
+    written: Mapping[_Key, dict[str, Any] | None],
+    queries: Mapping[_Query, list[tuple[str, dict[str, Any]]]],
+) -> None:
+    """Bring the cache in step with a committed transaction: what it read
+    (documents and query results) and what it wrote.
+
+    A write changes the result of a query only if the document matched
+    it before and not after, or the other way round (results are keys;
+    the documents themselves are cached apart). Such queries are
+    forgotten, and the ones this transaction ran are kept unless one of
+    its writes changed them. Where the document before the write is not
+    known, every query of its collection is forgotten.
+    """
+    if len(cache.docs) > cache.max_docs:
+        cache.clear()
+    # (collection, document before, document after) of every write
+    changes: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
+    blind: set[str] = set()
+    for key, doc in written.items():
+        before = read.get(key, _UNKNOWN)
+        if before is _UNKNOWN:
+            before = cache.docs.get(key, _UNKNOWN)
+        if before is _UNKNOWN:
+            blind.add(key[0])
+        else:
+            changes.append((key[0], before, doc))
+    for collection in blind:
+        cache.forget_queries(collection)
+    for collection, before, after in changes:
+        if collection in blind:
+            continue
+        for shape in cache.shapes.get(collection, ()):
+            try:
+                old = None if before is None else frozenset((f, before.get(f)) for f in shape)
+                new = None if after is None else frozenset((f, after.get(f)) for f in shape)
+            except TypeError:  # an unhashable value: no telling which queries it is in
+                cache.forget_queries(collection)
+                blind.add(collection)
+                break
+            if old != new:
+                for eq in (old, new):
+                    if eq is not None:
+                        cache.queries.pop((collection, eq), None)
+    for (collection, eq), found in queries.items():
+        if collection in blind or any(
+            c == collection and _matches(before, eq) != _matches(after, eq)
+            for c, before, after in changes
+        ):
+            continue
+        cache.queries[(collection, eq)] = [k for k, _ in found]
+        cache.shapes.setdefault(collection, set()).add(tuple(sorted(f for f, _ in eq)))
+        for k, d in found:
+            cache.docs.setdefault((collection, k), d)
+    for key, doc in read.items():
+        cache.docs[key] = doc
+    for key, doc in written.items():
+        cache.docs[key] = doc
 
 
 class MemoryTxn:
