@@ -470,14 +470,16 @@ class Scscf:
             return
         value = req.get("Authorization")
         creds: Credentials | None = None
+        auts: str | None = None
         if value is not None:
             try:
-                creds = Credentials.from_header(parse_auth(value))
+                auth = parse_auth(value)
+                creds = Credentials.from_header(auth)
             except (SipParseError, ValueError) as exc:
                 self._submit(self.core.reply(ctx, 400, now, f"Bad Authorization: {exc}"))
                 return
+            auts = auth.get("auts")
         impi = creds.username if creds else _impi_from(impu)
-        auts = parse_auth(value).get("auts") if value is not None else None
         if creds is not None and auts and creds.nonce in self._pending_auth:
             # RFC 3310 §3.4: the ISIM found the SQN out of range; resynchronise
             pending = self._pending_auth.pop(creds.nonce)
@@ -703,12 +705,12 @@ class Scscf:
         """TS 24.229 §5.4.1.7: a REGISTER to each AS whose iFC matches."""
         facts = request_view(req, SessionCase.ORIGINATING, True, rtype)
         secs = max(expires.values()) if expires else 0
+        me = f"sip:{self.config.host}:{self.config.port}"
         for ifc in reg.compiled_ifcs().all_matches(facts):
-            try:
-                as_uri = parse_uri(ifc.application_server.server_name)
-            except SipParseError:
+            hop = self._as_hop(ifc.application_server.server_name)
+            if hop is None:
                 continue
-            me = f"sip:{self.config.host}:{self.config.port}"
+            as_uri, _, target = hop
             third = Request(
                 (
                     ("From", f"<{me}>;tag={new_tag()}"),
@@ -726,7 +728,8 @@ class Scscf:
                 method="REGISTER",
                 uri=as_uri,
             )
-            target = _as_target(as_uri, self.config.as_transport)
+            if target is None:
+                target = _as_target(as_uri, self.config.as_transport)  # raises, as it did
             _, outs = self.core.send_request(third, now, target=target)
             self._submit(outs)
 

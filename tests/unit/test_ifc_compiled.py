@@ -4,6 +4,8 @@ request against :func:`facts_from_request`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +53,7 @@ groups = st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True).map(tu
 @st.composite
 def spts(draw: st.DrawFn) -> Spt:
     kind = draw(st.integers(0, 4))
-    common = {"group": draw(groups), "negated": draw(st.booleans())}
+    common: dict[str, Any] = {"group": draw(groups), "negated": draw(st.booleans())}
     if kind == 0:
         types = draw(st.lists(st.integers(0, 2), max_size=2, unique=True))
         return Spt(method=draw(methods), registration_types=tuple(types), **common)
