@@ -187,7 +187,7 @@ class Hss:
         #: store transactions in flight from :meth:`transact` (their writes unknown)
         self._transactions = 0
         #: writes in flight from :meth:`handle`: collection -> key -> (before, after)
-        self._in_flight: _InFlight = {}
+        self._in_flight = _InFlight()
 
     # Diameter entry points --------------------------------------------------------
 
@@ -225,8 +225,7 @@ class Hss:
             raise RuntimeError("Hss needs a store")
         written, before = view.written, view.before
         in_flight = self._in_flight
-        for (collection, key), doc in written.items():
-            in_flight.setdefault(collection, {})[key] = (before[(collection, key)], doc)
+        in_flight.add(written, before)
 
         def write(txn: Any) -> Message:
             for (collection, key), doc in written.items():
@@ -234,12 +233,7 @@ class Hss:
             return ans
 
         def landed() -> None:
-            for collection, key in written:
-                docs = in_flight.get(collection)
-                if docs is not None:
-                    docs.pop(key, None)
-                    if not docs:
-                        del in_flight[collection]
+            in_flight.remove(written, before)
 
         def committed(result: Message) -> Message:
             landed()
@@ -903,7 +897,74 @@ def _matches(doc: dict[str, Any] | None, eq: frozenset[tuple[str, Any]]) -> bool
     return doc is not None and all(doc.get(f) == v for f, v in eq)
 
 
-_InFlight = dict[str, dict[str, tuple[dict[str, Any] | None, dict[str, Any]]]]
+class _InFlight:
+    """The writes of :meth:`Hss.handle` that are not committed yet.
+
+    ``docs``: collection -> keys written; ``values``: how many of those
+    documents, before or after their write, hold each (collection, field,
+    value) (hashable values only), so that a query is checked against them
+    without a pass over every write in flight.
+    """
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, int]] = {}
+        self.values: dict[tuple[str, str, Any], int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.docs)
+
+    def _fields(self, collection: str, doc: dict[str, Any] | None, step: int) -> None:
+        if doc is None:
+            return
+        values = self.values
+        for field, value in doc.items():
+            try:
+                k = (collection, field, value)
+                n = values.get(k, 0) + step
+            except TypeError:  # a list or a dict: not indexed (queries only test scalars)
+                continue
+            if n:
+                values[k] = n
+            else:
+                del values[k]
+
+    def add(
+        self, written: Mapping[_Key, dict[str, Any]], before: Mapping[_Key, dict[str, Any] | None]
+    ) -> None:
+        for (collection, key), doc in written.items():
+            keys = self.docs.setdefault(collection, {})
+            keys[key] = keys.get(key, 0) + 1
+            self._fields(collection, before[(collection, key)], 1)
+            self._fields(collection, doc, 1)
+
+    def remove(
+        self, written: Mapping[_Key, dict[str, Any]], before: Mapping[_Key, dict[str, Any] | None]
+    ) -> None:
+        for (collection, key), doc in written.items():
+            keys = self.docs[collection]
+            if keys[key] > 1:
+                keys[key] -= 1
+            else:
+                del keys[key]
+                if not keys:
+                    del self.docs[collection]
+            self._fields(collection, before[(collection, key)], -1)
+            self._fields(collection, doc, -1)
+
+    def has(self, collection: str, key: str) -> bool:
+        keys = self.docs.get(collection)
+        return keys is not None and key in keys
+
+    def may_change(self, collection: str, query: frozenset[tuple[str, Any]]) -> bool:
+        """True if a document in flight matched ``query`` before its write or
+        matches it after (or may have: several fields are each checked alone,
+        and None also matches a missing field, which is not indexed)."""
+        if collection not in self.docs:
+            return False
+        try:
+            return all(v is None or (collection, f, v) in self.values for f, v in query)
+        except TypeError:
+            return True
 
 
 class _CacheView:
@@ -932,7 +993,7 @@ class _CacheView:
             doc = self._cache.docs[k]
         except KeyError:
             raise _CacheMiss from None
-        if self._in_flight and key in self._in_flight.get(collection, ()):
+        if self._in_flight and self._in_flight.has(collection, key):
             self.stale = True
         return None if doc is None else dict(doc)
 
@@ -943,8 +1004,7 @@ class _CacheView:
         keys = self._cache.queries.get((collection, query))
         if keys is None or limit is not None:
             raise _CacheMiss
-        flying = self._in_flight.get(collection) if self._in_flight else None
-        if flying and any(_matches(b, query) or _matches(a, query) for b, a in flying.values()):
+        if self._in_flight and self._in_flight.may_change(collection, query):
             self.stale = True
         written = self.written
         if written:  # what this transaction wrote moves documents in or out of the result
@@ -974,7 +1034,7 @@ class _CacheView:
                 self.before[k] = self._cache.docs[k]
             except KeyError:  # what it replaces is not known
                 raise _CacheMiss from None
-            if self._in_flight and key in self._in_flight.get(collection, ()):
+            if self._in_flight and self._in_flight.has(collection, key):
                 self.stale = True
         self.written[k] = dict(doc)
 

@@ -195,7 +195,7 @@ def test_the_cache_path_ends_where_the_careful_path_does(
     sqns = [contents(s)[SUBSCRIBERS][impi("bob")]["aka"]["sqn"] for s in (fast_store, ref_store)]
     assert sqns[0] == sqns[1] or blind
     # what the cache holds is what the store holds
-    assert fast._in_flight == {} and fast._transactions == 0
+    assert not fast._in_flight.docs and not fast._in_flight.values and not fast._transactions
 
     def stored(txn: Any) -> tuple[dict[Any, Any], dict[Any, list[str]]]:
         docs = {k: txn.get(*k) for k in fast._cache.docs}
@@ -308,7 +308,7 @@ def test_a_failed_commit_fails_the_answer_and_forgets_the_cache(tmp_path: Path) 
     held.broken = True
     held.release()
     assert isinstance(got[0], Failure) and got[0].check(StoreError)
-    assert hss._cache.docs == {} and hss._in_flight == {}
+    assert hss._cache.docs == {} and not hss._in_flight.docs and not hss._in_flight.values
     held.broken = False
     # the store has nothing of it: the next UAR (a miss, read from the store) says so
     uaa = handle(hss, cx.uar(ICSCF, ids.next(), REALM, who, public, REALM))
