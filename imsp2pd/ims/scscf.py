@@ -97,6 +97,11 @@ def aor_of(text: str) -> str:
 #: parsed User-Data by its bytes (profiles are shared by many users)
 _PROFILE_CACHE: dict[bytes, IMSSubscription] = {}
 _NO_IFCS = CompiledIfcs(())
+#: the RegistrationType of a REGISTER's iFC evaluation by its SAR type (else de-registration)
+_REGISTRATION_TYPES = {
+    ServerAssignmentType.REGISTRATION: RegistrationType.INITIAL,
+    ServerAssignmentType.RE_REGISTRATION: RegistrationType.RE_REGISTRATION,
+}
 
 
 @dataclass(frozen=True)
@@ -665,10 +670,7 @@ class Scscf:
             else:
                 self.registrar.remove(reg.impu)
                 saved = self._save(reg, delete=True)
-            rtype = {
-                ServerAssignmentType.REGISTRATION: RegistrationType.INITIAL,
-                ServerAssignmentType.RE_REGISTRATION: RegistrationType.RE_REGISTRATION,
-            }.get(kind, RegistrationType.DE_REGISTRATION)
+            rtype = _REGISTRATION_TYPES.get(kind, RegistrationType.DE_REGISTRATION)
 
             def stored(_: Any) -> None:
                 now2 = self.clock()
@@ -935,7 +937,9 @@ class Scscf:
         ended: str | None = None,
         bindings: list[Binding] | None = None,
     ) -> None:
-        subs = self.reg_subscriptions.get(impu, [])
+        subs = self.reg_subscriptions.get(impu)
+        if subs is None:
+            return  # nobody subscribed (most registrations): nothing to note or send
         live = [x for x in subs if x.expires_at > now]
         if ended is not None:
             self.reg_subscriptions.pop(impu, None)
