@@ -453,7 +453,9 @@ class Scscf:
             reg = self.registrar.find(served) if served else None
             if reg is None:
                 return self.core.reply(event.ctx, 403, now, "Served User Not Registered")
-            return self._walk(event.ctx, req, served or "", reg, SessionCase.ORIGINATING, None, now)
+            return self._walk(
+                event.ctx, req, served or "", reg, SessionCase.ORIGINATING, None, now, True
+            )
         return self._terminating(event.ctx, req, now)
 
     @staticmethod
@@ -745,8 +747,10 @@ class Scscf:
         case: SessionCase,
         after: int | None,
         now: float,
+        local_first: bool = False,
     ) -> list[Output]:
-        """``reg``: ``self.registrar.find(served)``, which the caller has."""
+        """``reg``: ``self.registrar.find(served)``, which the caller has;
+        ``local_first``: the caller found the first Route to be this node's."""
         ifcs = reg.compiled_ifcs() if reg is not None else _NO_IFCS
         facts = request_view(req, case, reg is not None)
         while True:
@@ -761,7 +765,7 @@ class Scscf:
             token = random_hex(8)
             routes = req.get_all("Route")
             # our own first Route (orig / odi) is consumed here
-            if routes and self.core.is_local(parse_name_addr(routes[0]).uri):
+            if routes and (local_first or self.core.is_local(parse_name_addr(routes[0]).uri)):
                 del routes[0]
             out_req = req.remove_header("Route").append_header(
                 "Route", as_route, odi_route(self.config.host, self.config.port, token), *routes
