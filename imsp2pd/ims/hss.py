@@ -184,6 +184,8 @@ class Hss:
         self._user_data: dict[tuple[str, tuple[tuple[str, bool], ...], str], bytes] = {}
         #: iFCs by their documents' repr (most subscribers share them)
         self._ifcs: dict[str, tuple[InitialFilterCriteria, ...]] = {}
+        #: the repr of iFC document lists, by the list (see :meth:`user_data`)
+        self._ifcs_text: dict[int, tuple[list[Any], str]] = {}
         #: store transactions in flight from :meth:`transact` (their writes unknown)
         self._transactions = 0
         #: writes in flight from :meth:`handle`: collection -> key -> (before, after)
@@ -587,8 +589,17 @@ class Hss:
         publics = tuple((i["impu"], bool(i.get("barred"))) for i in idents)
         ifcs = sub.get("ifcs", [])
         # repr of JSON values tells different contents apart; equal contents
-        # written in another key order only miss the cache.
-        text = repr(ifcs)
+        # written in another key order only miss the cache. A document from the
+        # cache shares its list with the cached one (copies are shallow, and
+        # nothing changes a document's lists in place): its repr is kept with it.
+        seen = self._ifcs_text.get(id(ifcs))
+        if seen is not None and seen[0] is ifcs:
+            text = seen[1]
+        else:
+            text = repr(ifcs)
+            if len(self._ifcs_text) >= _USER_DATA_CACHE:
+                self._ifcs_text.clear()
+            self._ifcs_text[id(ifcs)] = (ifcs, text)
         key = (sub["impi"], publics, text)
         cached = self._user_data.get(key)
         if cached is not None:
@@ -897,13 +908,18 @@ def _matches(doc: dict[str, Any] | None, eq: frozenset[tuple[str, Any]]) -> bool
     return doc is not None and all(doc.get(f) == v for f, v in eq)
 
 
+#: The fields each HSS collection can be searched by (the only ones a find tests).
+_INDEXES = {c.name: c.indexes for m in MIGRATIONS for c in m.collections}
+
+
 class _InFlight:
     """The writes of :meth:`Hss.handle` that are not committed yet.
 
     ``docs``: collection -> keys written; ``values``: how many of those
     documents, before or after their write, hold each (collection, field,
-    value) (hashable values only), so that a query is checked against them
-    without a pass over every write in flight.
+    value) for the fields the collection is searched by (hashable values
+    only), so that a query is checked against them without a pass over
+    every write in flight.
     """
 
     def __init__(self) -> None:
@@ -917,7 +933,10 @@ class _InFlight:
         if doc is None:
             return
         values = self.values
-        for field, value in doc.items():
+        for field in _INDEXES.get(collection, ()):
+            value = doc.get(field)
+            if value is None:  # None is not indexed (see may_change)
+                continue
             try:
                 k = (collection, field, value)
                 n = values.get(k, 0) + step
@@ -958,11 +977,14 @@ class _InFlight:
     def may_change(self, collection: str, query: frozenset[tuple[str, Any]]) -> bool:
         """True if a document in flight matched ``query`` before its write or
         matches it after (or may have: several fields are each checked alone,
-        and None also matches a missing field, which is not indexed)."""
+        and None, or a field that is not an index, is taken to match)."""
         if collection not in self.docs:
             return False
+        indexes = _INDEXES.get(collection, ())
         try:
-            return all(v is None or (collection, f, v) in self.values for f, v in query)
+            return all(
+                v is None or f not in indexes or (collection, f, v) in self.values for f, v in query
+            )
         except TypeError:
             return True
 

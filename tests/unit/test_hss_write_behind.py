@@ -314,3 +314,30 @@ def test_a_failed_commit_fails_the_answer_and_forgets_the_cache(tmp_path: Path) 
     uaa = handle(hss, cx.uar(ICSCF, ids.next(), REALM, who, public, REALM))
     held.release()
     assert cx.outcome(uaa[0]).code == CxResult.FIRST_REGISTRATION
+
+
+def test_a_profile_from_the_cache_follows_a_change_of_its_ifcs(tmp_path: Path) -> None:
+    from imsp2pd.ims.profile import from_xml
+
+    hss, store = make(tmp_path, "s")
+    hss.warm_cache()
+    ids = cx.SessionIds("t", 6)
+    who, public = impi("alice"), impus("alice")[0]
+
+    def profile() -> Any:
+        sar = cx.sar(
+            SCSCF, ids.next(), REALM, [public], SCSCF_URI, ServerAssignmentType.RE_REGISTRATION,
+            impi=who,
+        )  # fmt: skip
+        (ans,) = handle(hss, sar)
+        (found,) = from_xml(cx.user_data(ans) or b"").profiles
+        return found
+
+    assert len(profile().ifcs) == 2
+    assert len(profile().ifcs) == 2  # from the cache, its repr kept
+    hss.transact(lambda t: hss.put_subscriber(t, who, impus("alice"), ifcs=[]))
+    assert profile().ifcs == ()
+    ifcs = ifc_documents(content_ifcs(PSI, "sip:elsewhere.ims.example.org"))
+    hss.transact(lambda t: hss.put_subscriber(t, who, impus("alice"), ifcs=ifcs))
+    servers = {i.application_server.server_name for i in profile().ifcs}
+    assert servers == {"sip:elsewhere.ims.example.org"}
