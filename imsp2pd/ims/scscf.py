@@ -217,17 +217,24 @@ class Registrar:
     def __init__(self) -> None:
         self.by_impu: dict[str, Registration] = {}
         self._index: dict[str, str] = {}
+        # the index keys each IMPU was given (some may point elsewhere since):
+        # a removal looks at those, not at the whole index
+        self._keys: dict[str, set[str]] = {}
 
     def put(self, reg: Registration) -> None:
         self.by_impu[reg.impu] = reg
+        keys = self._keys.setdefault(reg.impu, set())
         for impu in (reg.impu, *reg.associated):
-            self._index[aor_of(impu)] = reg.impu
+            key = aor_of(impu)
+            self._index[key] = reg.impu
+            keys.add(key)
 
     def remove(self, impu: str) -> Registration | None:
         reg = self.by_impu.pop(impu, None)
         if reg is not None:
-            for key in [k for k, v in self._index.items() if v == impu]:
-                del self._index[key]
+            for key in self._keys.pop(impu, ()):
+                if self._index.get(key) == impu:
+                    del self._index[key]
         return reg
 
     def find(self, impu: str) -> Registration | None:
