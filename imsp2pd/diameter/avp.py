@@ -8,13 +8,14 @@ an OctetString.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from imsp2pd.diameter.codes import AvpCode, AvpFlag, ResultCode, TgppAvp, Vendor
 from imsp2pd.diameter.errors import DecodeError, EncodeError
@@ -211,6 +212,42 @@ def _avp_init(
 
 
 Avp.__init__ = _avp_init  # type: ignore[method-assign]
+
+_C = TypeVar("_C")
+#: The generated __init__ that :func:`quick_init` replaced, by class (for tests).
+GENERATED_INITS: dict[type, Callable[..., None]] = {}
+
+
+def quick_init(cls: type[_C]) -> type[_C]:
+    """Give a frozen, slotted dataclass an __init__ that sets its fields through
+    the slot descriptors (as :class:`Avp` has): same parameters, defaults and
+    result as the generated one, in about two thirds of the time. For the
+    objects the codec and the peer make per message. Fields must be plain (no
+    default_factory, init=False or kw_only) and the class without __post_init__."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has __post_init__")
+    namespace: dict[str, Any] = {}
+    params, body = [], []
+    for i, f in enumerate(fields):
+        if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name} is not a plain field")
+        namespace[f"_set{i}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default{i}"] = f.default
+            params.append(f"{f.name}=_default{i}")
+        body.append(f"    _set{i}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    exec(source, namespace)  # built from the dataclass's own field names
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    GENERATED_INITS[cls] = cls.__init__
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
 
 
 def find_all(avps: tuple[Avp, ...], code: int, vendor: int | None = None) -> Iterator[Avp]:

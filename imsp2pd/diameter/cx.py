@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from imsp2pd.diameter.avp import Avp, AvpType, keep_encoded
+from imsp2pd.diameter.avp import Avp, AvpType, keep_encoded, quick_init
 from imsp2pd.diameter.codes import (
     Application,
     AuthSessionState,
@@ -243,6 +243,7 @@ def ppr(
 # Reading answers ---------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of a Cx answer: ``code`` and whether it came as Experimental-Result."""

@@ -15,6 +15,7 @@ from imsp2pd.diameter.avp import (
     find_all,
     find_avp,
     keep_encoded,
+    quick_init,
 )
 from imsp2pd.diameter.codes import (
     HEADER_LENGTH,
@@ -37,6 +38,7 @@ _T = int(Flag.RETRANSMITTED)
 _RESERVED_FLAGS = 0x0F
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Header:
     """The fixed 20-byte header, available even when the AVPs do not decode."""
@@ -52,6 +54,7 @@ class Header:
         return bool(self.flags & _R)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Message:
     code: int

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
 
-from imsp2pd.diameter.avp import Avp, AvpType
+from imsp2pd.diameter.avp import Avp, AvpType, quick_init
 from imsp2pd.diameter.codes import (
     BASE_COMMANDS,
     Application,
@@ -120,6 +120,7 @@ class PeerInfo:
 # Events ---------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Send:
     data: bytes
@@ -143,11 +144,13 @@ class PeerDown:
     cause: DisconnectCause | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IncomingRequest:
     message: Message
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AnswerReceived:
     request: Message
