@@ -268,6 +268,7 @@ def outcome(msg: Message) -> Outcome:
     return Outcome(0, False)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuthItem:
     """One SIP-Auth-Data-Item of an MAA."""
@@ -284,42 +285,71 @@ class AuthItem:
     digest_ha1: str | None = None
 
 
-def _opt_bytes(avp: Avp, code: int) -> bytes | None:
-    value = avp.get(code)
-    return value if isinstance(value, bytes) else None
+_SCHEME = (int(TgppAvp.SIP_AUTHENTICATION_SCHEME), int(Vendor.TGPP))
+_NUMBER = (int(TgppAvp.SIP_ITEM_NUMBER), int(Vendor.TGPP))
+_AUTHENTICATE = (int(TgppAvp.SIP_AUTHENTICATE), int(Vendor.TGPP))
+_AUTHORIZATION = (int(TgppAvp.SIP_AUTHORIZATION), int(Vendor.TGPP))
+_CK = (int(TgppAvp.CONFIDENTIALITY_KEY), int(Vendor.TGPP))
+_IK = (int(TgppAvp.INTEGRITY_KEY), int(Vendor.TGPP))
+_DIGEST = (int(TgppAvp.SIP_DIGEST_AUTHENTICATE), int(Vendor.TGPP))
+_DIGEST_FIELDS = (
+    (int(AvpCode.DIGEST_REALM), 0),
+    (int(AvpCode.DIGEST_ALGORITHM), 0),
+    (int(AvpCode.DIGEST_QOP), 0),
+    (int(AvpCode.DIGEST_HA1), 0),
+)
 
 
-def _opt_str(avp: Avp | None, code: int) -> str | None:
-    if avp is None:
-        return None
-    value = avp.get(code)
-    return value if isinstance(value, str) else None
+def _first_values(avps: tuple[Avp, ...]) -> dict[tuple[int, int], object]:
+    """The value of the first AVP of each (code, vendor), as :meth:`Avp.get` finds it."""
+    found: dict[tuple[int, int], object] = {}
+    for a in avps:
+        key = (a.code, a.vendor or 0)
+        if key not in found:
+            found[key] = a.value
+    return found
 
 
 def auth_items(msg: Message) -> list[AuthItem]:
+    """The SIP-Auth-Data-Items of a MAR or MAA (each group read in one pass)."""
     items = []
     for item in msg.find_all(TgppAvp.SIP_AUTH_DATA_ITEM):
         if item.type is not AvpType.GROUPED:
             continue
-        digest = item.find(TgppAvp.SIP_DIGEST_AUTHENTICATE)
-        if digest is not None and digest.type is not AvpType.GROUPED:
-            digest = None
-        number = item.get(TgppAvp.SIP_ITEM_NUMBER)
+        assert isinstance(item.value, tuple)
+        first = _first_values(item.value)
+        digest: tuple[object, ...] = (None, None, None, None)
+        for a in item.value:  # the first SIP-Digest-Authenticate, if it is Grouped
+            if a.code == _DIGEST[0] and (a.vendor or 0) == _DIGEST[1]:
+                if a.type is AvpType.GROUPED:
+                    assert isinstance(a.value, tuple)
+                    inner = _first_values(a.value)
+                    digest = tuple(inner.get(k) for k in _DIGEST_FIELDS)
+                break
+        scheme, number = first.get(_SCHEME), first.get(_NUMBER)
         items.append(
             AuthItem(
-                scheme=_opt_str(item, TgppAvp.SIP_AUTHENTICATION_SCHEME) or "",
+                scheme=(scheme if isinstance(scheme, str) else None) or "",
                 number=number if isinstance(number, int) else None,
-                authenticate=_opt_bytes(item, TgppAvp.SIP_AUTHENTICATE),
-                authorization=_opt_bytes(item, TgppAvp.SIP_AUTHORIZATION),
-                confidentiality_key=_opt_bytes(item, TgppAvp.CONFIDENTIALITY_KEY),
-                integrity_key=_opt_bytes(item, TgppAvp.INTEGRITY_KEY),
-                digest_realm=_opt_str(digest, AvpCode.DIGEST_REALM),
-                digest_algorithm=_opt_str(digest, AvpCode.DIGEST_ALGORITHM),
-                digest_qop=_opt_str(digest, AvpCode.DIGEST_QOP),
-                digest_ha1=_opt_str(digest, AvpCode.DIGEST_HA1),
+                authenticate=_bytes_or_none(first.get(_AUTHENTICATE)),
+                authorization=_bytes_or_none(first.get(_AUTHORIZATION)),
+                confidentiality_key=_bytes_or_none(first.get(_CK)),
+                integrity_key=_bytes_or_none(first.get(_IK)),
+                digest_realm=_str_or_none(digest[0]),
+                digest_algorithm=_str_or_none(digest[1]),
+                digest_qop=_str_or_none(digest[2]),
+                digest_ha1=_str_or_none(digest[3]),
             )
         )
     return items
+
+
+def _bytes_or_none(value: object) -> bytes | None:
+    return value if isinstance(value, bytes) else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def server_name(msg: Message) -> str | None:

@@ -15,7 +15,15 @@ from imsp2pd.diameter import cx, peer
 from imsp2pd.diameter.avp import GENERATED_INITS, quick_init
 from imsp2pd.diameter.message import Header, Message
 
-QUICK = [Header, Message, cx.Outcome, peer.Send, peer.IncomingRequest, peer.AnswerReceived]
+QUICK = [
+    Header,
+    Message,
+    cx.Outcome,
+    cx.AuthItem,
+    peer.Send,
+    peer.IncomingRequest,
+    peer.AnswerReceived,
+]
 
 
 @pytest.mark.parametrize("cls", QUICK, ids=lambda c: c.__name__)
