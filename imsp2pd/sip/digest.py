@@ -38,7 +38,17 @@ def _hash_for(algorithm: str) -> str:
     raise ValueError(f"unsupported digest algorithm {algorithm!r}")
 
 
+#: The hash constructors of the algorithm names as they are usually written.
+_HASHES = {
+    a: hashlib.md5 if _hash_for(a) == "md5" else hashlib.sha256
+    for a in ("MD5", "MD5-sess", "AKAv1-MD5", "SHA-256", "SHA-256-sess")
+}
+
+
 def _h(algorithm: str, data: bytes) -> str:
+    fn = _HASHES.get(algorithm)
+    if fn is not None:
+        return fn(data).hexdigest()
     return hashlib.new(_hash_for(algorithm), data).hexdigest()
 
 
@@ -166,14 +176,16 @@ class Credentials:
         """Raises ValueError naming what is missing or wrong."""
         if header.scheme.lower() != "digest":
             raise ValueError("not Digest credentials")
-        missing = [
-            n for n in ("username", "realm", "nonce", "uri", "response") if header.get(n) is None
-        ]
+        params: dict[str, str] = {}  # the first of each name, as AuthHeader.get finds it
+        for n, v in header.params:
+            params.setdefault(n.lower(), v)
+        get = params.get
+        missing = [n for n in ("username", "realm", "nonce", "uri", "response") if get(n) is None]
         if missing:
             raise ValueError(f"Digest credentials lack {', '.join(missing)}")
-        qop = header.get("qop")
-        nc = header.get("nc")
-        cnonce = header.get("cnonce")
+        qop = get("qop")
+        nc = get("nc")
+        cnonce = get("cnonce")
         if qop is not None:
             if qop.lower() != "auth":
                 raise ValueError(f"unsupported qop {qop!r}")
@@ -182,16 +194,16 @@ class Credentials:
             if len(nc) != 8 or any(c not in "0123456789abcdefABCDEF" for c in nc):
                 raise ValueError("bad nc")
         return cls(
-            username=header.get("username") or "",
-            realm=header.get("realm") or "",
-            nonce=header.get("nonce") or "",
-            uri=header.get("uri") or "",
-            response=header.get("response") or "",
-            algorithm=header.get("algorithm") or "MD5",
+            username=get("username") or "",
+            realm=get("realm") or "",
+            nonce=get("nonce") or "",
+            uri=get("uri") or "",
+            response=get("response") or "",
+            algorithm=get("algorithm") or "MD5",
             qop=qop,
             nc=nc,
             cnonce=cnonce,
-            opaque=header.get("opaque"),
+            opaque=get("opaque"),
         )
 
 
@@ -237,7 +249,7 @@ class NonceBook:
     def issue(self, now: float, extra: bytes = b"") -> str:
         """A fresh nonce; ``extra`` (e.g. AKA RAND‖AUTN) goes in front."""
         body = extra + struct.pack(">d", now) + os.urandom(8)
-        mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        mac = hmac.digest(self._secret, body, "sha256")[:16]
         nonce = base64.b64encode(body + mac).decode()
         self._seen[nonce] = 0
         self._trim()
@@ -255,7 +267,7 @@ class NonceBook:
         if len(raw) < 32:
             return NonceStatus.INVALID
         body, mac = raw[:-16], raw[-16:]
-        good = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        good = hmac.digest(self._secret, body, "sha256")[:16]
         if not hmac.compare_digest(mac, good):
             return NonceStatus.INVALID
         (issued,) = struct.unpack(">d", body[-16:-8])

@@ -4,11 +4,15 @@ registrar's nonce book."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from imsp2pd.sip import digest
 from imsp2pd.sip.digest import (
     Credentials,
     NonceBook,
@@ -161,3 +165,89 @@ def test_nonce_book_check_never_raises(nonce: str, nc: str | None) -> None:
     assert book.check(nonce, nc, 0.0) in (NonceStatus.INVALID, NonceStatus.REPLAY)
     good = book.issue(0.0)
     assert book.check(good, nc, 0.0) in (NonceStatus.OK, NonceStatus.INVALID)
+
+
+# The fast paths against the readings they replaced -----------------------------------
+
+_NAMES = ["username", "USERNAME", "realm", "nonce", "uri", "response", "algorithm", "qop"]
+_NAMES += ["nc", "cnonce", "opaque", "Nonce"]
+
+
+def _careful_from_header(header: AuthHeader) -> digest.Credentials:
+    """Credentials.from_header as it was: AuthHeader.get per field."""
+    if header.scheme.lower() != "digest":
+        raise ValueError("not Digest credentials")
+    missing = [
+        n for n in ("username", "realm", "nonce", "uri", "response") if header.get(n) is None
+    ]
+    if missing:
+        raise ValueError(f"Digest credentials lack {', '.join(missing)}")
+    qop, nc, cnonce = header.get("qop"), header.get("nc"), header.get("cnonce")
+    if qop is not None:
+        if qop.lower() != "auth":
+            raise ValueError(f"unsupported qop {qop!r}")
+        if nc is None or cnonce is None:
+            raise ValueError("qop without nc and cnonce")
+        if len(nc) != 8 or any(c not in "0123456789abcdefABCDEF" for c in nc):
+            raise ValueError("bad nc")
+    return digest.Credentials(
+        username=header.get("username") or "",
+        realm=header.get("realm") or "",
+        nonce=header.get("nonce") or "",
+        uri=header.get("uri") or "",
+        response=header.get("response") or "",
+        algorithm=header.get("algorithm") or "MD5",
+        qop=qop,
+        nc=nc,
+        cnonce=cnonce,
+        opaque=header.get("opaque"),
+    )
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        return str(exc)
+
+
+@given(
+    scheme=st.sampled_from(["Digest", "digest", "Basic"]),
+    params=st.lists(
+        st.tuples(
+            st.sampled_from(_NAMES),
+            st.sampled_from(["", "auth", "auth-int", "00000001", "x", "MD5", "0000000g"]),
+        ),
+        max_size=14,
+    ),
+)
+def test_from_header_reads_as_get_per_field(scheme: str, params: list[tuple[str, str]]) -> None:
+    header = AuthHeader(scheme, tuple(params))
+    assert _outcome(digest.Credentials.from_header, header) == _outcome(
+        _careful_from_header, header
+    )
+
+
+@given(
+    algorithm=st.sampled_from(
+        ["MD5", "md5", "MD5-sess", "MD5-SESS", "AKAv1-MD5", "SHA-256", "sha-256-sess", "SHA-1"]
+    ),
+    data=st.binary(max_size=40),
+)
+def test_the_hash_of_each_algorithm_name_is_hashlib_new(algorithm: str, data: bytes) -> None:
+    try:
+        expected = hashlib.new(digest._hash_for(algorithm), data).hexdigest()
+    except ValueError:
+        with pytest.raises(ValueError):
+            digest._h(algorithm, data)
+        return
+    assert digest._h(algorithm, data) == expected
+
+
+def test_nonce_mac_is_hmac_sha256() -> None:
+    book = digest.NonceBook(b"secret" * 4)
+    nonce = book.issue(1000.0, extra=b"r" * 32)
+    raw = base64.b64decode(nonce)
+    body, mac = raw[:-16], raw[-16:]
+    assert mac == hmac.new(b"secret" * 4, body, hashlib.sha256).digest()[:16]
+    assert book.check(nonce, "00000001", 1001.0) is digest.NonceStatus.OK
