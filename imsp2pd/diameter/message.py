@@ -11,6 +11,7 @@ from imsp2pd.diameter.avp import (
     Avp,
     AvpType,
     Value,
+    _encode_avp,
     decode_avps,
     find_all,
     find_avp,
@@ -140,7 +141,7 @@ class Message:
     # Wire ----------------------------------------------------------------
 
     def encode(self) -> bytes:
-        body = b"".join([a.encode() for a in self.avps])
+        body = b"".join([_encode_avp(a) for a in self.avps])
         length = HEADER_LENGTH + len(body)
         if length > MAX_MESSAGE_LENGTH:
             raise EncodeError(f"message is too long ({length} bytes)")
@@ -346,10 +347,10 @@ def answer(
     Proxy-Info AVPs of the request are copied in order (RFC 6733 6.2).
     """
     d = dictionary or default_dictionary()
-    header = req.header if isinstance(req, Message) else req
+    message = req if isinstance(req, Message) else None
     out: list[Avp] = []
-    if session_id is None and isinstance(req, Message):
-        session_id = req.session_id
+    if session_id is None and message is not None:
+        session_id = message.session_id
     if session_id is not None:
         out.append(d.make(AvpCode.SESSION_ID, session_id))
     if experimental is not None:
@@ -364,17 +365,17 @@ def answer(
         out.append(d.make(AvpCode.ERROR_MESSAGE, error_message))
     for failed in failed_avps:
         out.append(d.group(AvpCode.FAILED_AVP, failed))
-    if isinstance(req, Message):
-        out.extend(req.find_all(AvpCode.PROXY_INFO))
-    flags = header.flags & _P
+    if message is not None:
+        out.extend(message.find_all(AvpCode.PROXY_INFO))
+    flags = req.flags & _P  # a Message and a Header have the same identifiers
     if result_code is not None and experimental is None and is_protocol_error(result_code):
         flags |= _E
     return Message(
-        header.code,
-        header.application,
+        req.code,
+        req.application,
         int(flags),
-        header.hop_by_hop,
-        header.end_to_end,
+        req.hop_by_hop,
+        req.end_to_end,
         tuple(out),
     )
 
