@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """The thin Twisted adapter around :class:`~imsp2pd.diameter.peer.PeerConnection`.
 
 It feeds bytes and ``reactor.seconds()`` in, writes what the state machine
