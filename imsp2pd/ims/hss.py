@@ -187,6 +187,24 @@ class Hss:
         self._ifcs: dict[str, tuple[InitialFilterCriteria, ...]] = {}
         #: the repr of iFC document lists, by the list (see :meth:`user_data`)
         self._ifcs_text: dict[int, tuple[list[Any], str]] = {}
+        self._handlers: dict[int, Callable[[Any, Message], Message]] = {
+            Command.USER_AUTHORIZATION: self.uar,
+            Command.MULTIMEDIA_AUTH: self.mar,
+            Command.SERVER_ASSIGNMENT: self.sar,
+            Command.LOCATION_INFO: self.lir,
+        }
+        d = self.d
+        #: the AVPs every SIP Digest MAA has (SIP-Item-Number 1 and the scheme; the
+        #: realm, algorithm and qop of SIP-Digest-Authenticate), made once
+        self._digest_item = (
+            d.constant(TgppAvp.SIP_ITEM_NUMBER, 1),
+            d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, cx.SCHEME_DIGEST),
+        )
+        self._digest_params = (
+            d.constant(AvpCode.DIGEST_REALM, config.realm),
+            d.constant(AvpCode.DIGEST_ALGORITHM, "MD5"),
+            d.constant(AvpCode.DIGEST_QOP, "auth"),
+        )
         #: store transactions in flight from :meth:`transact` (their writes unknown)
         self._transactions = 0
         #: writes in flight from :meth:`handle`: collection -> key -> (before, after)
@@ -308,12 +326,7 @@ class Hss:
         return self.transact(read)
 
     def process(self, txn: Any, req: Message) -> Message:
-        handler = {
-            Command.USER_AUTHORIZATION: self.uar,
-            Command.MULTIMEDIA_AUTH: self.mar,
-            Command.SERVER_ASSIGNMENT: self.sar,
-            Command.LOCATION_INFO: self.lir,
-        }.get(req.code)  # type: ignore[call-overload]
+        handler = self._handlers.get(req.code)
         if handler is None:
             return self._answer(req, ResultCode.COMMAND_UNSUPPORTED)
         result: Message = handler(txn, req)
@@ -475,13 +488,10 @@ class Hss:
         d = self.d
         item = d.group(
             TgppAvp.SIP_AUTH_DATA_ITEM,
-            d.constant(TgppAvp.SIP_ITEM_NUMBER, 1),
-            d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, cx.SCHEME_DIGEST),
+            *self._digest_item,
             d.group(
                 TgppAvp.SIP_DIGEST_AUTHENTICATE,
-                d.constant(AvpCode.DIGEST_REALM, self.config.realm),
-                d.constant(AvpCode.DIGEST_ALGORITHM, "MD5"),
-                d.constant(AvpCode.DIGEST_QOP, "auth"),
+                *self._digest_params,
                 d.make(AvpCode.DIGEST_HA1, sub["ha1"]),
             ),
         )
