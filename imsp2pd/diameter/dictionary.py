@@ -474,7 +474,7 @@ class Dictionary:
             self._avps[(d.code, d.vendor)] = d
             self._names[d.name.lower()] = d
         self._commands: dict[int, CommandDef] = {c.code: c for c in commands}
-        self._made: dict[tuple[type, int], AvpDef] = {}
+        self._made: dict[tuple[type, int], tuple[int, AvpType, int | None, bool]] = {}
         self._constants: dict[tuple[type, int, type, str | int | bytes], Avp] = {}
         self._codec = {
             key: codec_entry(d.type, d.m_forbidden, key in RECURRING)
@@ -522,12 +522,20 @@ class Dictionary:
         if isinstance(avp, str):
             d = self.lookup(avp)
         else:
-            key = (type(avp), int(avp))  # memoised: make() runs for every AVP we send
-            found = self._made.get(key)
-            d = found if found is not None else self._made.setdefault(key, self.lookup(avp))
+            # memoised, as the arguments of the Avp: make() runs for every AVP we send
+            made = self._made.get((type(avp), int(avp)))
+            if made is None:
+                made = self._made_args(avp)
+            code, kind, vendor, must = made
+            return Avp(code, value, kind, vendor, must if mandatory is None else mandatory)
         if mandatory is None:
             mandatory = d.m_rule is MRule.MUST
         return Avp(d.code, value, d.type, d.vendor if d.vendor else None, mandatory)
+
+    def _made_args(self, avp: int) -> tuple[int, AvpType, int | None, bool]:
+        d = self.lookup(avp)
+        made = (d.code, d.type, d.vendor if d.vendor else None, d.m_rule is MRule.MUST)
+        return self._made.setdefault((type(avp), int(avp)), made)
 
     def constant(self, avp: int, value: str | int | bytes) -> Avp:
         """:meth:`make` for a value that recurs (an identity, a realm, a result code).
