@@ -267,6 +267,9 @@ def parse_quoted(text: str, start: int) -> tuple[str, int]:
     """Read a quoted-string beginning at ``text[start] == '"'``; return its
     unescaped content and the index just after the closing quote."""
     assert text[start] == '"'
+    end = text.find('"', start + 1)
+    if end >= 0 and text.find("\\", start + 1, end) < 0:
+        return text[start + 1 : end], end + 1  # no escape before the closing quote
     out: list[str] = []
     i = start + 1
     n = len(text)
