@@ -323,7 +323,22 @@ class Hss:
                         txn.found(IDENTITIES, {field: value}, found)
             return subs + len(idents)
 
-        return self.transact(read)
+        return self.transact(read).addCallback(self._share_ifcs)
+
+    def _share_ifcs(self, read: int) -> int:
+        """After warming: one list for the equal iFC documents of the cached
+        subscribers (most share a profile), its repr kept for :meth:`user_data`,
+        so that a first SAR does not repr its subscriber's own copy."""
+        shared: dict[str, list[Any]] = {}
+        for (collection, _), doc in self._cache.docs.items():
+            if collection != SUBSCRIBERS or doc is None or type(doc.get("ifcs")) is not list:
+                continue
+            text = repr(doc["ifcs"])
+            one = doc["ifcs"] = shared.setdefault(text, doc["ifcs"])  # equal: repr tells
+            if len(self._ifcs_text) >= _USER_DATA_CACHE:
+                self._ifcs_text.clear()
+            self._ifcs_text[id(one)] = (one, text)
+        return read
 
     def process(self, txn: Any, req: Message) -> Message:
         handler = self._handlers.get(req.code)

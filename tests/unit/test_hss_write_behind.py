@@ -341,3 +341,30 @@ def test_a_profile_from_the_cache_follows_a_change_of_its_ifcs(tmp_path: Path) -
     hss.transact(lambda t: hss.put_subscriber(t, who, impus("alice"), ifcs=ifcs))
     servers = {i.application_server.server_name for i in profile().ifcs}
     assert servers == {"sip:elsewhere.ims.example.org"}
+
+
+def test_warming_shares_one_ifc_list_per_profile(tmp_path: Path) -> None:
+    hss, store = make(tmp_path, "s")
+    store.transact_now(lambda t: hss.put_subscriber(t, "dave@" + REALM, ["sip:dave@" + REALM]))
+    hss.warm_cache()
+    lists = {
+        key: doc["ifcs"]
+        for (collection, key), doc in hss._cache.docs.items()
+        if collection == SUBSCRIBERS and doc is not None
+    }
+    content = {id(lists[impi(u)]) for u in USERS}
+    assert len(content) == 1  # alice, bob and carol: the same profile, one list
+    assert lists["dave@" + REALM] == [] and id(lists["dave@" + REALM]) not in content
+    assert lists[impi("alice")] == ifc_documents(content_ifcs(PSI, AS_URI))
+    (shared,) = content
+    assert hss._ifcs_text[shared][1] == repr(lists[impi("alice")])
+    # and the first SAR of each gives the profile the careful path gives
+    ref, ref_store = make(tmp_path, "ref")
+    ids = cx.SessionIds("t", 7)
+    for user in USERS:
+        sar = cx.sar(
+            SCSCF, ids.next(), REALM, [impus(user)[0]], SCSCF_URI,
+            ServerAssignmentType.REGISTRATION, impi=impi(user),
+        )  # fmt: skip
+        (got,) = handle(hss, sar)
+        assert same(got, careful(ref, ref_store, sar))
