@@ -39,10 +39,15 @@ CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, indexes TEXT NOT 
 """
 
 
+#: what json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False)
+#: builds for each call, made once
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
 def _dumps(doc: Doc) -> str:
     if not isinstance(doc, dict):
         raise StoreError(f"a document must be a dict, not {type(doc).__name__}")
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return _ENCODER.encode(doc)
 
 
 class _SQLiteTxn:

@@ -1,6 +1,10 @@
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imsp2pd.store import Collection, Conflict, Migration, SQLiteStore, StoreError
 
@@ -108,3 +112,29 @@ def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     errors: list = []
     s.transact(lambda t: t.get("things", "a")).addErrback(errors.append)
     assert errors[0].check(StoreError)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=4), _JSON, max_size=5))
+def test_documents_are_written_as_json_dumps_writes_them(doc: dict[str, Any]) -> None:
+    from imsp2pd.store.sqlite import _dumps
+
+    def dumps(d: Any) -> Any:
+        try:
+            return json.dumps(d, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        except ValueError as exc:  # NaN and infinities are refused
+            return type(exc)
+
+    try:
+        ours: Any = _dumps(doc)
+    except ValueError as exc:
+        ours = type(exc)
+    assert ours == dumps(doc)
