@@ -35,4 +35,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 pip_quiet --upgrade pip 'setuptools>=68' wheel
-pip_quiet -e '.[test,conformance]'
+pip_quiet -e '.[test,conformance,accel]'
+# the hot modules compiled with Cython (only what changed since the last
+# build); without a compiler everything runs from source, just slower
+.venv/bin/python -m imsp2pd.build_accel build || echo "setup: the modules run from source (no compiled copies)" >&2

@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """AVPs: the data types of RFC 6733 section 4.2/4.3 and their wire encoding.
 
 An :class:`Avp` is a frozen dataclass carrying a typed value; it encodes

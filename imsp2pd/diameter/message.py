@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """Diameter messages: the frozen :class:`Message`, framing, total decoding, answer builders."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """A Diameter node on Twisted: listening, connecting to peers, routing, failover.
 
 :class:`DiameterNode` owns the connections (one :class:`DiameterProtocol`

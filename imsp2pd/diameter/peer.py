@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """The Diameter peer connection as a sans-IO state machine.
 
 One :class:`PeerConnection` runs one transport connection (RFC 6733 section

@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """The thin Twisted adapter around :class:`~imsp2pd.diameter.peer.PeerConnection`.
 
 It feeds bytes and ``reactor.seconds()`` in, writes what the state machine

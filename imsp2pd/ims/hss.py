@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """The HSS: subscribers, identities, credentials, profiles, PSIs and S-CSCF assignment over Cx.
 
 Store collections (migration ``hss-0001-subscribers``):

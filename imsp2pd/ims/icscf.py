@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """The I-CSCF (TS 24.229 §5.3): finds the S-CSCF of a user with UAR (for
 REGISTER) or LIR (for every other request, PSIs included) and forwards the
 request there; it keeps no state beyond its transactions.

@@ -1,4 +1,3 @@
-# cython: annotation_typing=False
 """HTTP Digest for SIP: RFC 2617 (MD5, qop=auth), RFC 7616 (SHA-256) and
 RFC 3310 AKAv1-MD5 (the "password" is the AKA RES, the nonce carries RAND
 and AUTN).
