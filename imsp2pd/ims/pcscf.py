@@ -226,11 +226,15 @@ class Pcscf:
             return self.core.reply(event.ctx, 403, now, "No Service-Route")
         identity = asserted_identity(req.get_all("P-Preferred-Identity"), ue.associated)
         # enforce the Service-Route learned at registration (TS 24.229 §5.2.6.3.3)
-        out = req.remove_header(*UNTRUSTED_FROM_UE, "P-Preferred-Identity", "Route")
-        if identity is not None:
-            out = out.append_header("P-Asserted-Identity", f"<{identity}>")
-        out = out.append_header("P-Charging-Vector", charging_vector(self.config.host))
-        out = out.append_header("Route", *ue.service_route)
+        asserted = (("P-Asserted-Identity", f"<{identity}>"),) if identity is not None else ()
+        out = req.edit(
+            remove=(*UNTRUSTED_FROM_UE, "P-Preferred-Identity", "Route"),
+            append=(
+                *asserted,
+                ("P-Charging-Vector", charging_vector(self.config.host)),
+                *(("Route", r) for r in ue.service_route),
+            ),
+        )
         return self.core.forward(event.ctx, out, now, record_route=True)
 
     def _is_ours(self, value: str) -> bool:
@@ -247,13 +251,17 @@ class Pcscf:
         return isinstance(uri, SipURI) and uri.user == "term" and self.core.is_local(uri)
 
     def _register(self, event: IncomingRequest, now: float) -> list[Output]:
-        out = sanitize_from_ue(event.request).remove_header("Route")
-        out = out.prepend_header("Path", self.path_uri)
-        out = out.append_header("P-Visited-Network-ID", self.config.visited_network)
-        out = out.append_header("P-Charging-Vector", charging_vector(self.config.host))
-        supported = out.get_all("Supported")
-        if "path" not in [s.lower() for s in supported]:
-            out = out.append_header("Supported", "path")
+        req = event.request
+        path_supported = any(s.lower() == "path" for s in req.get_all("Supported"))
+        out = req.edit(
+            remove=(*UNTRUSTED_FROM_UE, "Route"),
+            prepend=(("Path", self.path_uri),),
+            append=(
+                ("P-Visited-Network-ID", self.config.visited_network),
+                ("P-Charging-Vector", charging_vector(self.config.host)),
+                *(() if path_supported else (("Supported", "path"),)),
+            ),
+        )
         self._registering[event.ctx] = event.source
         return self.core.forward(event.ctx, out, now, intercept=True, target=self.config.icscf)
 

@@ -678,7 +678,10 @@ class AuthHeader:
         return f"{self.scheme} " + ", ".join(items)
 
 
+@lru_cache(maxsize=4096)
 def parse_auth(text: str) -> AuthHeader:
+    """An Authorization or WWW-Authenticate value, kept (it is frozen): the
+    I-CSCF and then the S-CSCF read the same REGISTER's Authorization."""
     s = text.strip(" \t")
     m = _TOKEN_RE.match(s)
     if not m:

@@ -204,18 +204,85 @@ class Message:
     def has(self, name: str) -> bool:
         return _lname(name) in self._index
 
-    def _derive(self: _M, headers: HeaderFields, changed: str | None = None) -> _M:
+    def _derive(self: _M, headers: HeaderFields, changed: str | frozenset[str] | None = None) -> _M:
         """A copy with ``headers``; the typed views of headers other than
-        ``changed`` (a lower-case name; None: all may have changed) are kept."""
+        ``changed`` (a lower-case name, or a set of them; None: all may have
+        changed) are kept."""
         new = object.__new__(type(self))
         d = new.__dict__
-        for k, v in self.__dict__.items():
-            if k in _FIELDS:
-                d[k] = v
-            elif changed is not None and _VIEWS.get(k, changed) != changed:
-                d[k] = v
+        if isinstance(changed, str):
+            for k, v in self.__dict__.items():
+                if k in _FIELDS or _VIEWS.get(k, changed) != changed:
+                    d[k] = v
+        elif changed is not None:
+            for k, v in self.__dict__.items():
+                if k in _FIELDS or (k in _VIEWS and _VIEWS[k] not in changed):
+                    d[k] = v
+        else:
+            for k, v in self.__dict__.items():
+                if k in _FIELDS:
+                    d[k] = v
         d["headers"] = headers
         return new
+
+    def edit(
+        self: _M,
+        *,
+        remove: tuple[str, ...] = (),
+        drop_first: tuple[str, ...] = (),
+        replace: tuple[tuple[str, str], ...] = (),
+        prepend: tuple[tuple[str, str], ...] = (),
+        append: tuple[tuple[str, str], ...] = (),
+    ) -> _M:
+        """Several edits in one copy, done in this order and each as its own
+        method would: every field of the names in ``remove`` dropped
+        (:meth:`remove_header`), the first field of each name in
+        ``drop_first`` (:meth:`remove_first`), each ``(name, value)`` of
+        ``replace`` (:meth:`replace_header`), of ``prepend``
+        (:meth:`prepend_header`), then ``append`` added at the end."""
+        out = list(self.headers)
+        touched: set[str] = set()
+        if remove:
+            gone = {_lname(n) for n in remove}
+            out = [hv for hv in out if (_LNAMES.get(hv[0]) or hv[0].lower()) not in gone]
+            touched |= gone
+        for name in drop_first:
+            lname = _lname(name)
+            touched.add(lname)
+            for i, (n, _) in enumerate(out):
+                if (_LNAMES.get(n) or n.lower()) == lname:
+                    del out[i]
+                    break
+        for name, value in replace:
+            lname = _lname(name)
+            touched.add(lname)
+            field = (canonical_name(name), value)
+            kept: list[tuple[str, str]] = []
+            placed = False
+            for hv in out:
+                if (_LNAMES.get(hv[0]) or hv[0].lower()) == lname:
+                    if not placed:
+                        kept.append(field)
+                        placed = True
+                else:
+                    kept.append(hv)
+            if not placed:
+                kept.append(field)
+            out = kept
+        for name, value in prepend:
+            lname = _lname(name)
+            touched.add(lname)
+            field = (canonical_name(name), value)
+            for i, (n, _) in enumerate(out):
+                if (_LNAMES.get(n) or n.lower()) == lname:
+                    out.insert(i, field)
+                    break
+            else:
+                out.insert(0, field)
+        for name, value in append:
+            touched.add(_lname(name))
+            out.append((canonical_name(name), value))
+        return self._derive(tuple(out), frozenset(touched))
 
     def with_headers(self: _M, headers: HeaderFields) -> _M:
         return self._derive(headers)

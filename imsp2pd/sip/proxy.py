@@ -545,18 +545,20 @@ class SipCore:
             headers = request.headers[:idx] + request.headers[idx + 1 :]
             request = Request(headers, request.body, method=request.method, uri=last)
             routes = request.get_all("Route")
-        # drop our own Route entry (loose routing)
-        if routes and self.is_local(parse_name_addr(routes[0]).uri):
-            request = request.remove_first("Route")
+        # drop our own Route entry (loose routing); all three edits in one copy
+        ours = bool(routes) and self.is_local(parse_name_addr(routes[0]).uri)
+        if ours:
             routes = routes[1:]
         mf = request.max_forwards
-        request = request.replace_header(
-            "Max-Forwards", str((mf if mf is not None else DEFAULT_MAX_FORWARDS + 1) - 1)
+        request = request.edit(
+            drop_first=("Route",) if ours else (),
+            replace=(
+                ("Max-Forwards", str((mf if mf is not None else DEFAULT_MAX_FORWARDS + 1) - 1)),
+            ),
+            prepend=(("Record-Route", self.record_route_uri(source.transport)),)
+            if record_route
+            else (),
         )
-        if record_route:
-            request = request.prepend_header(
-                "Record-Route", self.record_route_uri(source.transport)
-            )
         if routes:
             first = parse_name_addr(routes[0])
             if isinstance(first.uri, SipURI) and not first.uri.is_loose_router:
