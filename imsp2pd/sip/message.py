@@ -182,7 +182,18 @@ class Message:
     # -- generic header access -------------------------------------------
     @cached_property
     def _index(self) -> dict[str, list[str]]:
-        """Values by lower-case header name, in order (built once)."""
+        """Values by lower-case header name, in order (built once; from
+        the index of the message this one was copied from, when a one-field
+        edit left that behind)."""
+        base = self.__dict__.get("_index_base")
+        if base is not None:
+            parent, lname, values = base
+            derived = dict(parent)
+            if values:
+                derived[lname] = values
+            else:
+                derived.pop(lname, None)
+            return derived
         index: dict[str, list[str]] = {}
         for n, v in self.headers:
             ln = _LNAMES.get(n) or n.lower()
@@ -328,7 +339,11 @@ class Message:
                 break
         else:
             out.insert(0, (cname, value))
-        return self._derive(tuple(out), lname)
+        copy = self._derive(tuple(out), lname)
+        index = self.__dict__.get("_index")
+        if index is not None:
+            copy.__dict__["_index_base"] = (index, lname, [value, *index.get(lname, ())])
+        return copy
 
     def append_header(self: _M, name: str, *values: str) -> _M:
         cname = canonical_name(name)
@@ -343,7 +358,18 @@ class Message:
                 break
         else:
             return self
-        return self._derive(tuple(out), lname)
+        copy = self._derive(tuple(out), lname)
+        d = copy.__dict__
+        index = self.__dict__.get("_index")
+        if index is not None:
+            d["_index_base"] = (index, lname, index[lname][1:])
+        if lname == "via":  # a proxy relaying a response: the rest is parsed already
+            vias = self.__dict__.get("vias")
+            if vias is not None:
+                d["vias"] = vias[1:]
+                if len(vias) > 1:
+                    d["top_via"] = vias[1]
+        return copy
 
     # -- typed views -------------------------------------------------------
     @cached_property

@@ -820,13 +820,17 @@ def _stamp_via(request: Request, source: Source) -> Request:
             changed = changed.with_param("received", source.host)
     if changed is via:
         return request
+    text = str(changed)
     headers = list(request.headers)
     for i, (n, _) in enumerate(headers):
         if n == "Via":
-            headers[i] = ("Via", str(changed))
+            headers[i] = ("Via", text)
             break
     old_vias = request.__dict__.get("vias")
     out = request._derive(tuple(headers), "via")
+    index = request.__dict__.get("_index")
+    if index is not None:
+        out.__dict__["_index_base"] = (index, "via", [text, *index["via"][1:]])
     out.__dict__["top_via"] = changed
     if old_vias is not None:
         out.__dict__["vias"] = [changed, *old_vias[1:]]

@@ -69,3 +69,30 @@ def test_views_of_untouched_headers_are_kept_and_touched_ones_recomputed() -> No
     assert [str(r.uri) for r in out.routes] == ["sip:r2;lr"]
     assert out.max_forwards == 69
     assert out.get_all("Route") == ["<sip:r2;lr>"]
+
+
+@given(st.lists(field, min_size=1, max_size=10), st.sampled_from(NAMES), st.booleans())
+def test_an_index_carried_over_a_one_field_edit_is_the_index_rebuilt(
+    headers: list[tuple[str, str]], name: str, prepend: bool
+) -> None:
+    from imsp2pd.sip.uri import parse_uri
+
+    msg = Request(tuple(headers), b"", method="MESSAGE", uri=parse_uri("sip:a@b"))
+    _ = msg._index  # built, so the copy starts from it
+    out = msg.prepend_header(name, "new") if prepend else msg.remove_first(name)
+    fresh = Request(out.headers, b"", method="MESSAGE", uri=out.uri)
+    assert out._index == fresh._index
+    for n in NAMES:
+        assert out.get_all(n) == fresh.get_all(n)
+
+
+def test_a_relayed_response_keeps_the_rest_of_its_vias_parsed() -> None:
+    resp = parse_message(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p:1;branch=z9hG4bK1\r\n"
+        b"Via: SIP/2.0/UDP ue:2;branch=z9hG4bK2\r\nFrom: <sip:x@y>;tag=1\r\n"
+        b"To: <sip:a@b>;tag=2\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    )
+    second = resp.vias[1]
+    up = resp.remove_first("Via")
+    assert up.vias == [second] and up.vias[0] is second and up.top_via is second
+    assert up.remove_first("Via").vias == []
