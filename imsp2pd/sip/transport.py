@@ -440,9 +440,14 @@ class SipNode:
         if self._stopped:
             return
         deadline = self.core.next_deadline()
-        if deadline == self._timer_at and self._timer is not None and self._timer.active():
-            return
+        at = self._timer_at
         if self._timer is not None and self._timer.active():
+            if at is not None and (deadline is None or at <= deadline):
+                # a timer armed no later than needed stays: firing early
+                # finds nothing due and arms the next one, which costs less
+                # than moving it at every message (the earliest deadline
+                # changes whenever the oldest transaction completes)
+                return
             self._timer.cancel()
         self._timer = None
         self._timer_at = deadline
