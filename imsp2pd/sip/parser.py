@@ -91,10 +91,20 @@ def parse_message(data: bytes, *, stream: bool = False, check_length: bool = Tru
     if plain:
         body = data[end + 4 :]
         terminated = True
+        head = head_b.decode("utf-8", "surrogateescape")
+        lines = head.split("\r\n")
+        if len(lines) <= MAX_HEADERS + 1:
+            try:
+                msg = _parse_plain(lines, body, check_length)
+            except SipParseError:
+                msg = None
+            if msg is not None:
+                return msg
+        # something is wrong (or unusual): the careful way finds and names it
     else:
         head_b, body, terminated = _split_head(data)
-    head = head_b.decode("utf-8", "surrogateescape")
-    lines = head.split("\r\n") if plain else _LINE_SPLIT_RE.split(head)
+        head = head_b.decode("utf-8", "surrogateescape")
+        lines = _LINE_SPLIT_RE.split(head)
     is_request, method, status, reason, uri_text, deferred = _parse_start_line(lines[0])
     headers, lnames, fault = _parse_header_lines(lines[1:], plain)
     try:
@@ -158,17 +168,49 @@ def _check_version(text: str, *, is_request: bool) -> None:
         raise SipParseError(f"Version {text} not supported", status=505, is_request=is_request)
 
 
+# what _parse_plain does with a header field, by its name
+_K_OTHER = 0  # keeps it
+_K_LIST = 1  # splits it (a list header)
+_K_VIA = 2  # splits it and parses each Via
+_K_SINGLE = 3  # at most one (the kinds from here on)
+_K_FROM = 4
+_K_TO = 5
+_K_CALL_ID = 6
+_K_CSEQ = 7
+_K_MAX_FORWARDS = 8
+_K_EXPIRES = 9
+_K_CONTENT_LENGTH = 10
+_CHECKED_KINDS = {
+    "from": _K_FROM,
+    "to": _K_TO,
+    "call-id": _K_CALL_ID,
+    "cseq": _K_CSEQ,
+    "max-forwards": _K_MAX_FORWARDS,
+    "expires": _K_EXPIRES,
+    "content-length": _K_CONTENT_LENGTH,
+}
+
 #: what the header lines need of a header name as written: its canonical
-#: name, that name in lower case, and whether it is a list header (bounded
-#: in number and length: names come from the wire)
-_NAME_INFO: dict[str, tuple[str, str, bool]] = {}
+#: name, that name in lower case, whether it is a list header and its kind
+#: for _parse_plain (bounded in number and length: names come from the wire)
+_NAME_INFO: dict[str, tuple[str, str, bool, int]] = {}
 _NAME_INFO_MAX = 4096
 
 
-def _name_info(name: str) -> tuple[str, str, bool] | None:
+def _kind(lname: str) -> int:
+    if lname == "via":
+        return _K_VIA
+    if lname in LIST_HEADERS:
+        return _K_LIST
+    if lname in SINGLE_HEADERS:
+        return _CHECKED_KINDS.get(lname, _K_SINGLE)
+    return _K_OTHER
+
+
+def _name_info(name: str) -> tuple[str, str, bool, int] | None:
     """The canonical name of a header name as written (with the blanks
-    before its colon), its lower case, and whether it is a list header;
-    None when the name is not a token."""
+    before its colon), its lower case, whether it is a list header and its
+    kind; None when the name is not a token."""
     info = _NAME_INFO.get(name)
     if info is None:
         stripped = name.rstrip(" \t")
@@ -176,7 +218,7 @@ def _name_info(name: str) -> tuple[str, str, bool] | None:
             return None
         cname = canonical_name(stripped)
         lname = cname.lower()
-        info = (cname, lname, lname in LIST_HEADERS)
+        info = (cname, lname, lname in LIST_HEADERS, _kind(lname))
         if len(_NAME_INFO) < _NAME_INFO_MAX and len(name) <= 64:
             _NAME_INFO[name] = info
     return info
@@ -221,7 +263,7 @@ def _parse_header_lines(
             name = name.rstrip(" \t")
             fault = fault or SipParseError(f"Bad header name {name[:30]!r}")
             continue
-        cname, lname, is_list = info
+        cname, lname, is_list, _ = info
         value = value.strip(" \t")
         if not plain and _BAD_CHARS_RE.search(value):
             fault = fault or SipParseError(f"Control character in {cname}")
@@ -256,6 +298,167 @@ def _parse_header_lines(
             out.append((cname, value))
             lnames.append(lname)
     return out, lnames, fault
+
+
+#: a list header's value that is one element (or none): no comma, quote or
+#: backslash, at most one <> pair in order (what split_list would not cut)
+_ONE_ELEMENT_RE = re.compile(r'[^,"\\<>]*(?:<[^,"\\<>]*>[^,"\\<>]*)?')
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessage | None:
+    """parse_message of a plain head (CRLF line ends, no folding, no
+    control character, at most MAX_HEADERS fields) in one pass, when
+    nothing in it is wrong or unusual; otherwise None or a SipParseError,
+    and the careful way (_parse_header_lines then _build) reads it again,
+    finds the fault and names it.  What it returns is what the careful way
+    would (held together by tests/unit/test_sip_parser.py)."""
+    line = lines[0]
+    method: str | None
+    if line.startswith("SIP/2.0 "):
+        parts = line.split(" ", 2)
+        code = parts[1]
+        if len(code) != 3 or not code.isdigit() or not code.isascii():
+            return None
+        status = int(code)
+        if not 100 <= status <= 699:
+            return None
+        # a plain head holds no control character: the reason is good
+        reason = parts[2] if len(parts) == 3 else ""
+        method = None
+        uri_text = ""
+    else:
+        parts = line.split(" ")
+        if len(parts) != 3:
+            return None
+        method, uri_text, version = parts
+        if method not in _METHODS or not uri_text or version != "SIP/2.0":
+            return None
+        status = 0
+        reason = ""
+    fields: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}  # Message._index
+    vias = []
+    from_ = to = cseq = None
+    content_length: str | None = None
+    known = _NAME_INFO.get
+    append = fields.append
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        info = known(name) or _name_info(name)
+        if info is None or not colon:
+            return None
+        cname, lname, _, kind = info
+        value = value.strip(" \t")
+        if kind == _K_OTHER:
+            append((cname, value))
+            values = index.get(lname)
+            if values is None:
+                index[lname] = [value]
+            else:
+                values.append(value)
+        elif kind < _K_SINGLE:  # a list
+            if _ONE_ELEMENT_RE.fullmatch(value) is None:
+                items = split_list(value)
+            elif value:
+                items = [value]
+            else:
+                continue
+            values = index.get(lname)
+            if values is None:
+                values = index[lname] = []
+            for item in items:
+                append((cname, item))
+                values.append(item)
+                if kind == _K_VIA:
+                    vias.append(parse_via(item))
+            if not values:
+                del index[lname]
+        elif kind == _K_CONTENT_LENGTH:
+            if content_length is not None:
+                return None
+            content_length = value
+        else:
+            if lname in index:
+                return None  # a second one
+            append((cname, value))
+            index[lname] = [value]
+            if kind == _K_FROM:
+                from_ = parse_name_addr(value)
+            elif kind == _K_TO:
+                to = parse_name_addr(value)
+            elif kind == _K_CSEQ:
+                cseq = parse_cseq(value)
+            elif kind == _K_CALL_ID:
+                if not value or " " in value or "\t" in value:
+                    return None
+            elif kind == _K_MAX_FORWARDS:
+                # what parse_int_header(value, "Max-Forwards", maximum=255) accepts
+                if not (value.isdigit() and value.isascii() and len(value) <= 10):
+                    return None
+                if int(value) > 255:
+                    return None
+            elif kind == _K_EXPIRES:
+                parse_int_header(value, "Expires")
+    if not vias or from_ is None or to is None or cseq is None or "call-id" not in index:
+        return None
+    if content_length is not None:
+        # what parse_int_header(content_length, "Content-Length") accepts
+        if not (
+            content_length.isdigit() and content_length.isascii() and len(content_length) <= 10
+        ):
+            return None
+        length = int(content_length)
+        if length > 4294967295:
+            return None
+        if length > len(body) and check_length:
+            return None
+        if length < len(body):
+            body = body[:length]
+    msg: SipMessage
+    if method is not None:
+        if cseq.method != method:
+            return None
+        uri = parse_uri(uri_text)
+        # every field is valid: made without the frozen dataclass's __init__,
+        # with the views parsed on the way kept (as _build keeps them)
+        msg = _new(Request)
+        _setattr(
+            msg,
+            "__dict__",
+            {
+                "headers": tuple(fields),
+                "body": body,
+                "method": method,
+                "uri": uri,
+                "vias": vias,
+                "top_via": vias[0],
+                "cseq": cseq,
+                "_index": index,
+                "from_": from_,
+                "to": to,
+            },
+        )
+    else:
+        msg = _new(Response)
+        _setattr(
+            msg,
+            "__dict__",
+            {
+                "headers": tuple(fields),
+                "body": body,
+                "status": status,
+                "reason": reason,
+                "vias": vias,
+                "top_via": vias[0],
+                "cseq": cseq,
+                "_index": index,
+                "from_": from_,
+                "to": to,
+            },
+        )
+    return msg
 
 
 #: the headers _build checks one by one, in the order of the message
