@@ -265,6 +265,21 @@ def _check_occurrences(
     single: tuple[tuple[int, int], ...],
     dictionary: Dictionary,
 ) -> None:
+    # Usually no AVP occurs twice and the required ones are there: one set says so.
+    keys = [(a.code, a.vendor or 0) for a in avps]
+    present = set(keys)
+    if len(present) == len(keys) and present.issuperset(required):
+        return
+    _check_occurrences_careful(avps, required, single, dictionary)
+
+
+def _check_occurrences_careful(
+    avps: tuple[Avp, ...],
+    required: tuple[tuple[int, int], ...],
+    single: tuple[tuple[int, int], ...],
+    dictionary: Dictionary,
+) -> None:
+    """:func:`_check_occurrences` AVP by AVP: which one is missing or repeated."""
     counts: dict[tuple[int, int], int] = {}
     for a in avps:
         key = (a.code, a.vendor or 0)

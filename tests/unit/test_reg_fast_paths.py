@@ -1,0 +1,186 @@
+"""Fast paths of the registration's Cx and S-CSCF code held to the careful ones."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+
+from imsp2pd.diameter.avp import Avp
+from imsp2pd.diameter.dictionary import default_dictionary
+from imsp2pd.diameter.errors import DecodeError
+from imsp2pd.diameter.message import Message as DiameterMessage
+from imsp2pd.diameter.message import (
+    _check_occurrences,
+    _check_occurrences_careful,
+    decode_message,
+)
+from imsp2pd.ims import profile
+from imsp2pd.ims.hss import MIGRATIONS as HSS_MIGRATIONS
+from imsp2pd.ims.hss import Hss, HssConfig, content_ifcs
+from imsp2pd.ims.profile import IMSSubscription, PublicIdentity, ServiceProfile, from_xml, to_xml
+from imsp2pd.ims.scscf import Scscf, ScscfConfig
+from imsp2pd.sip.digest import NonceBook, NonceStatus, answer_challenge
+from imsp2pd.sip.headers import parse_auth
+from imsp2pd.sip.message import Response
+from imsp2pd.sip.parser import parse_message
+from imsp2pd.sip.proxy import LocalAddress, Output, SipCore, Source, Transmit
+from imsp2pd.store import SQLiteStore, StoreError
+
+D = default_dictionary()
+# (code, vendor): base AVPs, 3GPP ones, one unknown to the dictionary
+KEYS = [(263, 0), (264, 0), (296, 0), (1, 0), (601, 10415), (600, 10415), (99999, 0)]
+
+
+def _outcome(fn: Any, avps: tuple[Avp, ...], required: Any, single: Any) -> Any:
+    try:
+        fn(avps, required, single, D)
+    except DecodeError as exc:
+        return (exc.result_code, exc.failed_avp, str(exc))
+    return None
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.sampled_from(KEYS), max_size=8),
+    st.lists(st.sampled_from(KEYS), max_size=4, unique=True),
+    st.lists(st.sampled_from(KEYS), max_size=4, unique=True),
+)
+def test_occurrence_check_fast_path_agrees_with_careful(
+    present: list[tuple[int, int]],
+    required: list[tuple[int, int]],
+    single: list[tuple[int, int]],
+) -> None:
+    avps = tuple(Avp(c, b"x", vendor=v or None) for c, v in present)
+    assert _outcome(_check_occurrences, avps, tuple(required), tuple(single)) == _outcome(
+        _check_occurrences_careful, avps, tuple(required), tuple(single)
+    )
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=1, max_size=64), st.binary(max_size=80))
+def test_nonce_mac_is_the_one_shot_hmac(secret: bytes, body: bytes) -> None:
+    book = NonceBook(secret)
+    assert book._mac(body) == hmac.digest(secret, body, "sha256")[:16]
+    assert book._mac(body) == book._mac(body)  # the keyed state is copied, not used up
+
+
+def test_a_nonce_carries_the_one_shot_hmac_and_checks() -> None:
+    secret = b"k" * 32
+    book = NonceBook(secret)
+    nonce = book.issue(1000.0, extra=b"rand-autn")
+    raw = base64.b64decode(nonce)
+    assert raw[-16:] == hmac.digest(secret, raw[:-16], "sha256")[:16]
+    assert book.check(nonce, "00000001", 1001.0) is NonceStatus.OK
+    forged = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()
+    assert book.check(forged, "00000001", 1001.0) is NonceStatus.INVALID
+
+
+def test_ifcs_xml_by_identity_equals_by_value() -> None:
+    ifcs = tuple(content_ifcs("sip:content@ims.example.org", "sip:127.0.0.1:7060"))
+    copy = tuple(content_ifcs("sip:content@ims.example.org", "sip:127.0.0.1:7060"))
+    assert copy == ifcs and copy is not ifcs
+    first = profile._ifcs_xml(ifcs)
+    assert profile._ifcs_xml(ifcs) is first  # the second time from the id memo
+    assert profile._ifcs_xml(copy) == first == profile._ifcs_xml_of(ifcs)
+    sub = IMSSubscription(
+        "u@ims.example.org", (ServiceProfile((PublicIdentity("sip:u@ims.example.org"),), ifcs),)
+    )
+    assert from_xml(to_xml(sub)) == sub
+
+
+class _Reg:
+    """An S-CSCF whose Cx requests an HSS (SQLite, in the test) answers, and
+    whose registrations go to a store that commits when told (or fails)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.store = SQLiteStore(tmp_path / "hss.sqlite")
+        self.store.migrate(HSS_MIGRATIONS)
+        self.hss = Hss(HssConfig(scscf_names=("sip:127.0.0.1:6060",)), self.store)
+        self.store.transact_now(
+            lambda txn: self.hss.put_subscriber(
+                txn, "u@ims.example.org", ["sip:u@ims.example.org"], password="pw"
+            )
+        )
+        self.core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 6060)])
+        self.writes: list[Deferred[Any]] = []
+        self.scscf = Scscf(
+            self.core,
+            ScscfConfig(server_name="sip:127.0.0.1:6060"),
+            self.cx_request,
+            store=self,
+            clock=lambda: 1000.0,
+        )
+        self.scscf.node = self
+        self.sent: list[Transmit] = []
+
+    def cx_request(self, msg: DiameterMessage) -> Deferred[DiameterMessage]:
+        req = decode_message(msg.encode(), D)
+        ans = self.store.transact_now(lambda txn: self.hss.process(txn, req))
+        return succeed(decode_message(ans.encode(), D))
+
+    def transact(self, fn: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.writes.append(d)
+        return d
+
+    def submit(self, outputs: list[Output]) -> None:
+        for item in outputs:
+            if isinstance(item, Transmit):
+                self.sent.append(item)
+            else:
+                self.submit(self.scscf.on_event(item, 1000.0))
+
+    def register(self, cseq: int, auth: str = "") -> None:
+        text = (
+            "REGISTER sip:ims.example.org SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKr{cseq}\r\n"
+            "From: <sip:u@ims.example.org>;tag=f\r\nTo: <sip:u@ims.example.org>\r\n"
+            f"Call-ID: r1\r\nCSeq: {cseq} REGISTER\r\nMax-Forwards: 69\r\n"
+            "Contact: <sip:u@127.0.0.5:5060>\r\nExpires: 600\r\n"
+            f"{auth}Content-Length: 0\r\n\r\n"
+        )
+        msg = parse_message(text.encode())
+        self.submit(self.core.receive(msg, Source("UDP", "127.0.0.1", 5060), 1000.0))
+
+    def statuses(self) -> list[int]:
+        return [t.message.status for t in self.sent if isinstance(t.message, Response)]
+
+    def authenticated(self) -> None:
+        self.register(1)
+        (resp,) = [t.message for t in self.sent if isinstance(t.message, Response)]
+        chal = parse_auth(resp.get("WWW-Authenticate") or "")
+        auth = answer_challenge(
+            chal,
+            method="REGISTER",
+            uri="sip:ims.example.org",
+            username="u@ims.example.org",
+            password="pw",
+        )
+        self.register(2, f"Authorization: {auth}\r\n")
+
+
+def test_registration_200_waits_for_the_binding_write(tmp_path: Path) -> None:
+    h = _Reg(tmp_path)
+    try:
+        h.authenticated()
+        assert h.statuses() == [401] and len(h.writes) == 1  # nothing before the commit
+        h.writes[0].callback(None)
+        assert h.statuses() == [401, 200]
+    finally:
+        h.store.close()
+
+
+def test_a_failed_binding_write_is_480_as_a_failed_cx_request(tmp_path: Path) -> None:
+    h = _Reg(tmp_path)
+    try:
+        h.authenticated()
+        h.writes[0].errback(StoreError("disk full"))
+        assert h.statuses() == [401, 480]
+    finally:
+        h.store.close()
