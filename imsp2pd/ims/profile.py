@@ -157,8 +157,26 @@ def _spt_xml(spt: Spt) -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=1024)
+#: _ifcs_xml by the id of the tuple it was given (held with it, so the id
+#: is not reused while there): the HSS passes the same tuple for every
+#: subscriber of a profile, and hashing it for the lru_cache costs as much
+#: as the rest of to_xml.
+_IFCS_XML_BY_ID: dict[int, tuple[tuple[InitialFilterCriteria, ...], str]] = {}
+
+
 def _ifcs_xml(ifcs: tuple[InitialFilterCriteria, ...]) -> str:
+    known = _IFCS_XML_BY_ID.get(id(ifcs))
+    if known is not None and known[0] is ifcs:
+        return known[1]
+    text = _ifcs_xml_of(ifcs)
+    if len(_IFCS_XML_BY_ID) >= 1024:
+        _IFCS_XML_BY_ID.clear()
+    _IFCS_XML_BY_ID[id(ifcs)] = (ifcs, text)
+    return text
+
+
+@lru_cache(maxsize=1024)
+def _ifcs_xml_of(ifcs: tuple[InitialFilterCriteria, ...]) -> str:
     out: list[str] = []
     for ifc in ifcs:
         out += ["<InitialFilterCriteria>", _el("Priority", ifc.priority)]
