@@ -242,6 +242,8 @@ class NonceBook:
         self, secret: bytes, *, lifetime: float = 300.0, max_tracked: int = 100_000
     ) -> None:
         self._secret = secret
+        # keyed once: a copy per nonce MACs as hmac.digest(secret, body) does, in half the time
+        self._keyed = hmac.new(secret, digestmod="sha256")
         self.lifetime = lifetime
         self.max_tracked = max_tracked
         self._seen: OrderedDict[str, int] = OrderedDict()
@@ -249,11 +251,17 @@ class NonceBook:
     def issue(self, now: float, extra: bytes = b"") -> str:
         """A fresh nonce; ``extra`` (e.g. AKA RAND‖AUTN) goes in front."""
         body = extra + struct.pack(">d", now) + os.urandom(8)
-        mac = hmac.digest(self._secret, body, "sha256")[:16]
+        mac = self._mac(body)
         nonce = base64.b64encode(body + mac).decode()
         self._seen[nonce] = 0
         self._trim()
         return nonce
+
+    def _mac(self, body: bytes) -> bytes:
+        """HMAC-SHA-256 of ``body`` under the secret, its first 16 bytes."""
+        keyed = self._keyed.copy()
+        keyed.update(body)
+        return keyed.digest()[:16]
 
     def _trim(self) -> None:
         while len(self._seen) > self.max_tracked:
@@ -267,7 +275,7 @@ class NonceBook:
         if len(raw) < 32:
             return NonceStatus.INVALID
         body, mac = raw[:-16], raw[-16:]
-        good = hmac.digest(self._secret, body, "sha256")[:16]
+        good = self._mac(body)
         if not hmac.compare_digest(mac, good):
             return NonceStatus.INVALID
         (issued,) = struct.unpack(">d", body[-16:-8])
