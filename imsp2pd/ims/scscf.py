@@ -653,12 +653,15 @@ class Scscf:
             data_available=existing is not None and bool(existing.user_data),
         )
 
-        def answered(ans: DiameterMessage) -> Deferred[None] | None:
+        def failed(f: Any) -> None:
+            self._cx_failed(ctx, f)
+
+        def answered(ans: DiameterMessage) -> None:
             now = self.clock()
             result = cx.outcome(ans)
             if not result.success:
                 self._submit(self.core.reply(ctx, 403, now, f"Cx SAR failed ({result.code})"))
-                return None
+                return
             reg = existing or Registration(impu, impi, ())
             data = cx.user_data(ans)
             if data:
@@ -698,12 +701,14 @@ class Scscf:
                         reg.impu, now2, ended="unregistered", bindings=list(gone_bindings)
                     )
 
+            # the 200 once the write is committed; a failed write (or 200) ends
+            # as a failed Cx request does (no Deferred chained to the SAR's)
             saved.addCallback(stored)
-            return saved
+            saved.addErrback(failed)
 
         d = self.cx_request(msg)
         d.addCallback(answered)
-        d.addErrback(lambda f: self._cx_failed(ctx, f))
+        d.addErrback(failed)
 
     def _third_party_register(
         self,
