@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import (
     LIST_HEADERS,
     SINGLE_HEADERS,
+    CSeq,
+    NameAddr,
+    Via,
     canonical_name,
     is_token,
     parse_cseq,
@@ -307,6 +311,52 @@ _new = object.__new__
 _setattr = object.__setattr__
 
 
+#: the header lines of plain heads met lately and what _read_line made of
+#: them (most lines repeat: a response's Vias, From and To are its
+#: request's, and many lines are the same in every message); emptied when
+#: full, the lines kept are bounded in length
+_LINES: dict[str, tuple[int, str, Any, Any, Any]] = {}
+_LINES_MAX = 8192
+_LINE_KEPT_MAX = 512
+
+
+def _read_line(line: str) -> tuple[int, str, Any, Any, Any] | None:
+    """What _parse_plain takes from one header line, when nothing in it is
+    wrong (otherwise None or a SipParseError): its kind, lower-case name,
+    then for a list header its fields, values and (for Via) parsed Vias, all
+    tuples; for any other its field, value and what was parsed (the
+    NameAddr of From and To, the CSeq, the Content-Length)."""
+    name, colon, value = line.partition(":")
+    info = _NAME_INFO.get(name) or _name_info(name)
+    if info is None or not colon:
+        return None
+    cname, lname, _, kind = info
+    value = value.strip(" \t")
+    parsed: Any = None
+    if kind == _K_LIST or kind == _K_VIA:
+        if _ONE_ELEMENT_RE.fullmatch(value) is None:
+            items = tuple(split_list(value))
+        else:
+            items = (value,) if value else ()
+        if kind == _K_VIA:
+            parsed = tuple([parse_via(item) for item in items])
+        return kind, lname, tuple([(cname, item) for item in items]), items, parsed
+    if kind == _K_FROM or kind == _K_TO:
+        parsed = parse_name_addr(value)
+    elif kind == _K_CSEQ:
+        parsed = parse_cseq(value)
+    elif kind == _K_CALL_ID:
+        if not value or " " in value or "\t" in value:
+            return None
+    elif kind == _K_MAX_FORWARDS:
+        parse_int_header(value, "Max-Forwards", maximum=255)
+    elif kind == _K_EXPIRES:
+        parse_int_header(value, "Expires")
+    elif kind == _K_CONTENT_LENGTH:
+        parsed = parse_int_header(value, "Content-Length")
+    return kind, lname, (cname, value), value, parsed
+
+
 def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessage | None:
     """parse_message of a plain head (CRLF line ends, no folding, no
     control character, at most MAX_HEADERS fields) in one pass, when
@@ -339,79 +389,60 @@ def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessag
         reason = ""
     fields: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}  # Message._index
-    vias = []
-    from_ = to = cseq = None
-    content_length: str | None = None
-    known = _NAME_INFO.get
+    vias: list[Via] = []
+    from_: NameAddr | None = None
+    to: NameAddr | None = None
+    cseq: CSeq | None = None
+    length = -1
+    seen = _LINES.get
     append = fields.append
     for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        info = known(name) or _name_info(name)
-        if info is None or not colon:
-            return None
-        cname, lname, _, kind = info
-        value = value.strip(" \t")
+        entry = seen(line)
+        if entry is None:
+            entry = _read_line(line)
+            if entry is None:
+                return None
+            if len(line) <= _LINE_KEPT_MAX:
+                if len(_LINES) >= _LINES_MAX:
+                    _LINES.clear()
+                _LINES[line] = entry
+        kind, lname, field, value, parsed = entry
         if kind == _K_OTHER:
-            append((cname, value))
+            append(field)
             values = index.get(lname)
             if values is None:
                 index[lname] = [value]
             else:
                 values.append(value)
-        elif kind < _K_SINGLE:  # a list
-            if _ONE_ELEMENT_RE.fullmatch(value) is None:
-                items = split_list(value)
-            elif value:
-                items = [value]
-            else:
-                continue
+        elif kind < _K_SINGLE:  # a list: its fields, values (and Vias)
+            if not value:
+                continue  # nothing in it
+            fields.extend(field)
             values = index.get(lname)
             if values is None:
-                values = index[lname] = []
-            for item in items:
-                append((cname, item))
-                values.append(item)
-                if kind == _K_VIA:
-                    vias.append(parse_via(item))
-            if not values:
-                del index[lname]
+                index[lname] = list(value)
+            else:
+                values.extend(value)
+            if kind == _K_VIA:
+                vias.extend(parsed)
         elif kind == _K_CONTENT_LENGTH:
-            if content_length is not None:
-                return None
-            content_length = value
+            if length >= 0:
+                return None  # a second one
+            length = parsed
         else:
             if lname in index:
                 return None  # a second one
-            append((cname, value))
+            append(field)
             index[lname] = [value]
             if kind == _K_FROM:
-                from_ = parse_name_addr(value)
+                from_ = parsed
             elif kind == _K_TO:
-                to = parse_name_addr(value)
+                to = parsed
             elif kind == _K_CSEQ:
-                cseq = parse_cseq(value)
-            elif kind == _K_CALL_ID:
-                if not value or " " in value or "\t" in value:
-                    return None
-            elif kind == _K_MAX_FORWARDS:
-                # what parse_int_header(value, "Max-Forwards", maximum=255) accepts
-                if not (value.isdigit() and value.isascii() and len(value) <= 10):
-                    return None
-                if int(value) > 255:
-                    return None
-            elif kind == _K_EXPIRES:
-                parse_int_header(value, "Expires")
+                cseq = parsed
     if not vias or from_ is None or to is None or cseq is None or "call-id" not in index:
         return None
-    if content_length is not None:
-        # what parse_int_header(content_length, "Content-Length") accepts
-        if not (
-            content_length.isdigit() and content_length.isascii() and len(content_length) <= 10
-        ):
-            return None
-        length = int(content_length)
-        if length > 4294967295:
-            return None
+    if length >= 0:
         if length > len(body) and check_length:
             return None
         if length < len(body):

@@ -212,3 +212,26 @@ def test_mutated_messages_parse_or_fail_alike(m, data: st.DataObject) -> None:  
             at = bytes(raw).find(b"\r\n") + 2
             raw[at:at] = lines[min(k, len(lines) - 1)] + b"\r\n"
     same(bytes(raw))
+
+
+@pytest.mark.parametrize("text", CAPTURED)
+def test_lines_met_before_are_read_alike(text: str) -> None:
+    data = text.encode()
+    parser._LINES.clear()
+    first = outcome(parse_message, data)  # every line read
+    again = outcome(parse_message, data)  # every line kept
+    assert first == again == outcome(careful, data)
+    a, b = parse_message(data), parse_message(data)
+    assert a.vias is not b.vias and a._index is not b._index  # fresh lists per message
+    assert a._index["via"] is not b._index["via"]
+
+
+def test_the_lines_kept_are_bounded() -> None:
+    parser._LINES.clear()
+    for i in range(parser._LINES_MAX + 10):
+        parse_message(message_request(BASE + f"X-N: {i}\n"))
+    assert len(parser._LINES) <= parser._LINES_MAX
+    long = "x" * (parser._LINE_KEPT_MAX + 1)
+    parse_message(message_request(BASE + f"X-Long: {long}\n"))
+    assert f"X-Long: {long}" not in parser._LINES
+    same(message_request(BASE + f"X-Long: {long}\n"))
