@@ -434,6 +434,7 @@ def _decode_fast(
     pos: int,
     end: int,
     memo: dict[bytes, Avp] | None = None,
+    runs: dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]] | None = None,
 ) -> tuple[Avp, ...]:
     """The AVPs of ``data[pos:end]`` when all is well; :class:`_Unusual` otherwise.
 
@@ -444,8 +445,15 @@ def _decode_fast(
 
     ``memo`` (one per dictionary and value of ``strict``) maps the bytes of a
     recurring AVP, decoded well before, to its Avp: it is used again as is.
+    ``runs`` (with ``memo``, one per the same) maps the bytes of the first of
+    two or more recurring AVPs in a row to (a few) such rows: their bytes
+    and Avps. Where the same bytes follow (a peer sends its identities and
+    application ids in the same order every time) they are taken at once.
     """
     out: list[Avp] = []
+    # the recurring AVPs in a row so far: where they began, their first's bytes
+    run_start = -1
+    run_key = b""
     append = out.append
     unpack_header = _HEADER.unpack_from
     unpack_vendor = _VENDOR.unpack_from
@@ -474,6 +482,9 @@ def _decode_fast(
         mandatory = bool(flags & _M)
         value: Value
         raw = b""
+        if entry is None or not entry[4]:
+            if run_start >= 0:
+                run_start = _end_run(runs, run_key, data, run_start, pos, out)
         if entry is None:
             if strict and mandatory:
                 raise _Unusual
@@ -482,6 +493,19 @@ def _decode_fast(
         else:
             if entry[4] and memo is not None:
                 raw = data[pos:payload_end]
+                if run_start < 0:
+                    known = runs.get(raw) if runs is not None else None
+                    if known is not None:
+                        for run_bytes, run_avps in known:
+                            if data.startswith(run_bytes, pos) and pos + len(run_bytes) <= end:
+                                out += run_avps
+                                pos += len(run_bytes)
+                                break
+                        else:
+                            known = None
+                        if known is not None:
+                            continue
+                    run_start, run_key = pos, raw
                 hit = memo.get(raw)
                 if hit is not None:
                     append(hit)
@@ -517,7 +541,46 @@ def _decode_fast(
                 memo.clear()
             memo[raw] = avp
         pos += (length + 3) & ~3
+    if run_start >= 0 and pos <= end:  # (not when the last AVP lacks its padding)
+        _end_run(runs, run_key, data, run_start, pos, out)
     return tuple(out)
+
+
+#: Rows of recurring AVPs kept per first AVP (see :func:`_decode_fast`).
+_RUNS_PER_KEY = 4
+
+
+def _end_run(
+    runs: dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]] | None,
+    key: bytes,
+    data: bytes,
+    start: int,
+    stop: int,
+    out: list[Avp],
+) -> int:
+    """Keep the recurring AVPs of ``data[start:stop]`` (the last of ``out``)
+    as a row under ``key``, the bytes of its first, if there are two or more
+    and room for it; -1 (no row begun)."""
+    if runs is None:
+        return -1
+    known = runs.get(key)
+    if known is not None and len(known) >= _RUNS_PER_KEY:
+        return -1
+    count = 0
+    pos = start
+    while pos < stop:  # how many: their lengths, checked already
+        pos += (int.from_bytes(data[pos + 5 : pos + 8], "big") + 3) & ~3
+        count += 1
+    if count < 2:
+        return -1
+    row = data[start:stop]
+    if known is None:
+        if len(runs) >= _MEMO_SIZE:
+            runs.clear()
+        runs[key] = [(row, tuple(out[len(out) - count :]))]
+    elif all(row != other for other, _ in known):
+        known.append((row, tuple(out[len(out) - count :])))
+    return -1
 
 
 def decode_avps(
@@ -543,7 +606,13 @@ def decode_avps(
         end = len(data)
     try:
         return _decode_fast(
-            data, dictionary.codec_table, strict, start, end, dictionary.decode_memo(strict)
+            data,
+            dictionary.codec_table,
+            strict,
+            start,
+            end,
+            dictionary.decode_memo(strict),
+            dictionary.decode_runs(strict),
         )
     except _Unusual:
         pass

@@ -51,6 +51,8 @@ class AvpDef:
 
 
 AvpKey = tuple[int, int]
+#: The fast decoder's rows of recurring AVPs: bytes of the first -> (bytes, Avps) of rows.
+_Runs = dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,10 +483,15 @@ class Dictionary:
             for key, d in self._avps.items()
         }
         self._memos: tuple[dict[bytes, Avp], dict[bytes, Avp]] = ({}, {})
+        self._runs: tuple[_Runs, _Runs] = ({}, {})
 
     def decode_memo(self, strict: bool) -> dict[bytes, Avp]:
         """The decoder's recurring AVPs, by their bytes, for requests (strict) or answers."""
         return self._memos[strict]
+
+    def decode_runs(self, strict: bool) -> _Runs:
+        """The decoder's runs of recurring AVPs (see :func:`~imsp2pd.diameter.avp._decode_fast`)."""
+        return self._runs[strict]
 
     @property
     def codec_table(self) -> Mapping[AvpKey, CodecEntry]:

@@ -11,13 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 
-from imsp2pd.diameter.avp import Avp
+from imsp2pd.diameter import cx
+from imsp2pd.diameter.avp import Avp, _decode_fast, _Unusual
+from imsp2pd.diameter.codes import AvpCode, TgppAvp
 from imsp2pd.diameter.dictionary import default_dictionary
 from imsp2pd.diameter.errors import DecodeError
 from imsp2pd.diameter.message import Message as DiameterMessage
 from imsp2pd.diameter.message import (
     _check_occurrences,
     _check_occurrences_careful,
+    answer,
     decode_message,
 )
 from imsp2pd.ims import profile
@@ -184,3 +187,82 @@ def test_a_failed_binding_write_is_480_as_a_failed_cx_request(tmp_path: Path) ->
         assert h.statuses() == [401, 480]
     finally:
         h.store.close()
+
+
+def _cx_wires() -> list[bytes]:
+    """Requests and answers of two peers (their identities in the same order each
+    time, Session-Ids and users differing), as the HSS and the CSCFs decode them."""
+    hss = cx.Origin("hss.ims.example.org", "ims.example.org")
+    out: list[bytes] = []
+    for n, host in enumerate(("icscf", "scscf", "icscf")):
+        origin = cx.Origin(f"{host}.ims.example.org", "ims.example.org")
+        user, impu = f"u{n}@ims.example.org", f"sip:u{n}@ims.example.org"
+        uar = cx.uar(origin, f"{host};1;{n}", "ims.example.org", user, impu, "ims.example.org")
+        mar = cx.mar(origin, f"{host};2;{n}", "ims.example.org", user, impu, "sip:s:6060")
+        out += [uar.encode(), mar.encode()]
+        out.append(
+            answer(
+                uar, hss.host, hss.realm, avps=[D.constant(TgppAvp.SERVER_NAME, "sip:s")]
+            ).encode()
+        )
+    return out
+
+
+def _fast_or_unusual(raw: bytes, strict: bool, *memos: Any) -> Any:
+    try:
+        return _decode_fast(raw, D.codec_table, strict, 20, len(raw), *memos)
+    except _Unusual:
+        return "unusual"
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(st.integers(0, 8), st.booleans()), min_size=1, max_size=12),
+    st.lists(st.tuples(st.integers(20, 400), st.integers(0, 255)), max_size=3),
+    st.integers(0, 11),
+)
+def test_rows_of_recurring_avps_decode_as_each_one_does(
+    picks: list[tuple[int, bool]], damage: list[tuple[int, int]], damaged: int
+) -> None:
+    """A decoder that keeps rows of recurring AVPs gives what one without them
+    gives (and gives up where it does), message after message."""
+    wires = _cx_wires()
+    # one of each per value of strict, as a dictionary keeps them
+    memos: dict[bool, dict[bytes, Avp]] = {True: {}, False: {}}
+    rows: dict[bool, dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]]] = {True: {}, False: {}}
+    plains: dict[bool, dict[bytes, Avp]] = {True: {}, False: {}}
+    for i, (pick, strict) in enumerate(picks):
+        memo, runs, plain = memos[strict], rows[strict], plains[strict]
+        wire = bytearray(wires[pick])
+        if i == damaged:  # one of them damaged, perhaps
+            for pos, value in damage:
+                if pos < len(wire):
+                    wire[pos] = value
+        raw = bytes(wire)
+        expected = _fast_or_unusual(raw, strict, plain)
+        assert _fast_or_unusual(raw, strict, memo, runs) == expected
+        assert _fast_or_unusual(raw, strict, memo, runs) == expected
+    if len(picks) > 2 and damaged >= len(picks):
+        assert any(rows[True]) or any(rows[False])
+
+
+def test_rows_are_taken_at_once_and_unpadded_ends_are_not_kept() -> None:
+    wires = _cx_wires()
+    memo: dict[bytes, Avp] = {}
+    runs: dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]] = {}
+    first = _decode_fast(wires[0], D.codec_table, True, 20, len(wires[0]), memo, runs)
+    assert runs  # VSAI, Auth-Session-State, Origin-Host, Origin-Realm, Destination-Realm
+    again = _decode_fast(wires[0], D.codec_table, True, 20, len(wires[0]), memo, runs)
+    assert again == first and all(a is b for a, b in zip(again[1:6], first[1:6], strict=True))
+    # the other CSCF's row is kept beside the first one's, under the same first AVP
+    _decode_fast(wires[3], D.codec_table, True, 20, len(wires[3]), memo, runs)
+    assert any(len(rows) == 2 for rows in runs.values())
+    # a message ending in recurring AVPs, the last one without its padding
+    tail = (
+        D.constant(AvpCode.ORIGIN_HOST, "a").encode()
+        + D.constant(AvpCode.ORIGIN_REALM, "b").encode()
+    )
+    unpadded = bytes(20) + tail[: len(tail) - 3]
+    fresh: dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]] = {}
+    _decode_fast(unpadded, D.codec_table, True, 20, len(unpadded), {}, fresh)
+    assert not fresh
