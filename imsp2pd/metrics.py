@@ -1,8 +1,8 @@
 """Metrics in the Prometheus text exposition format (version 0.0.4).
 
 A :class:`Registry` holds counters and gauges, each with optional label
-names; a gauge may instead be computed at scrape time (``fn``), returning a
-number or a mapping of label tuples to numbers. Roles add their metrics to
+names; a gauge or a counter may instead be computed at scrape time (``fn``),
+returning a number or a mapping of label tuples to numbers. Roles add their metrics to
 the registry of the process (``hub.metrics``) when they are built.
 """
 
@@ -140,8 +140,15 @@ class Registry:
         self._metrics[metric.name] = metric
         return metric
 
-    def counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
-        m = self._add(Counter(name, help, labels))
+    def counter(
+        self,
+        name: str,
+        help: str,
+        labels: tuple[str, ...] = (),
+        fn: Callable[[], Sample] | None = None,
+    ) -> Counter:
+        """A counter; with ``fn``, read at scrape time from counts kept elsewhere."""
+        m = self._add(Counter(name, help, labels, fn))
         assert isinstance(m, Counter)
         return m
 

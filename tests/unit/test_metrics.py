@@ -49,3 +49,18 @@ def test_a_kept_series_counts_as_its_labels_do() -> None:
         c.series(node="hss", command="1", other="x")
     with pytest.raises(ValueError):
         c.inc_series(one, -1)
+
+
+def test_a_counter_read_at_scrape_time() -> None:
+    r = Registry()
+    counts = {"in": 3}
+    r.counter(
+        "imsp2pd_seen_total",
+        "Seen",
+        ("kind",),
+        fn=lambda: {(k,): float(n) for k, n in counts.items()},
+    )
+    counts["in"] = 5
+    text = r.render()
+    assert "# TYPE imsp2pd_seen_total counter" in text
+    assert 'imsp2pd_seen_total{kind="in"} 5' in text
