@@ -344,18 +344,16 @@ _SIP_FAST_RE = re.compile(
     r"([Ss][Ii][Pp][Ss]?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9.\-]+)"
     rf"(?::([0-9]{{1,5}}))?((?:;{_PC}(?:={_PC})?)*)"
 )
-#: one parameter of a text of plain parameters; a flag has '' for value
-_SIMPLE_PARAM_RE = re.compile(r";([^;=]+)=?([^;]*)")
 
 
 def _split_simple_params(text: str) -> Params:
     """``;name[=value]...`` where no value is empty and none holds ``=`` or
     ``;`` (what a pattern has checked) as parameters."""
-    pairs: list[tuple[str, str | None]] = _SIMPLE_PARAM_RE.findall(text)
-    if text.count("=") != len(pairs):
-        # flags: a value is never empty here, so '' is a flag's
-        return tuple([(n, v or None) for n, v in pairs])
-    return tuple(pairs)
+    out: list[tuple[str, str | None]] = []
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        out.append((name, value) if eq else (name, None))
+    return tuple(out)
 
 
 @lru_cache(maxsize=8192)

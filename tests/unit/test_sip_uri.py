@@ -357,3 +357,19 @@ def test_split_list_without_quotes(value: str, items: list[str] | str) -> None:
             split_list(value)
     else:
         assert split_list(value) == items
+
+
+_PLAIN_NAME = st.text("abcXYZ019-.!%*_+`'~", min_size=1, max_size=6)
+_PLAIN_VALUE = st.text("abcXYZ019-.!%*_+`'~:[]/&$()", min_size=1, max_size=8)
+
+
+@given(st.lists(st.tuples(_PLAIN_NAME, st.none() | _PLAIN_VALUE), min_size=1, max_size=5))
+def test_plain_params_split_as_the_pattern_reads_them(params: list[tuple[str, str | None]]) -> None:
+    import re
+
+    from imsp2pd.sip.uri import _split_simple_params
+
+    text = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    # the pattern the split replaced: a flag has '' for value
+    pairs = re.findall(r";([^;=]+)=?([^;]*)", text)
+    assert _split_simple_params(text) == tuple((n, v or None) for n, v in pairs) == tuple(params)
