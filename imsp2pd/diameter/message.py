@@ -364,8 +364,27 @@ def answer(
     d = dictionary or default_dictionary()
     message = req if isinstance(req, Message) else None
     out: list[Avp] = []
-    if session_id is None and message is not None:
-        session_id = message.session_id
+    proxy_info: list[Avp] = []
+    if message is not None:
+        # one pass for the request's first Session-Id and its Proxy-Info AVPs
+        found: Avp | None = None
+        for a in message.avps:
+            if not a.vendor:
+                code = a.code
+                if code == _SESSION_ID:
+                    if found is None:
+                        found = a
+                elif code == _PROXY_INFO:
+                    proxy_info.append(a)
+        if session_id is None and found is not None and isinstance(found.value, str):
+            if (
+                found.vendor is None
+                and type(found.value) is str
+                and (found.type, found.mandatory, found.protected) == _session_id_shape(d)
+            ):
+                out.append(found)  # what d.make would make of its value: the same bytes
+            else:
+                session_id = found.value
     if session_id is not None:
         out.append(d.make(AvpCode.SESSION_ID, session_id))
     if experimental is not None:
@@ -380,8 +399,7 @@ def answer(
         out.append(d.make(AvpCode.ERROR_MESSAGE, error_message))
     for failed in failed_avps:
         out.append(d.group(AvpCode.FAILED_AVP, failed))
-    if message is not None:
-        out.extend(message.find_all(AvpCode.PROXY_INFO))
+    out += proxy_info
     flags = req.flags & _P  # a Message and a Header have the same identifiers
     if result_code is not None and experimental is None and is_protocol_error(result_code):
         flags |= _E
@@ -393,6 +411,18 @@ def answer(
         req.end_to_end,
         tuple(out),
     )
+
+
+_SESSION_ID = int(AvpCode.SESSION_ID)
+_PROXY_INFO = int(AvpCode.PROXY_INFO)
+
+
+@lru_cache(maxsize=8)
+def _session_id_shape(d: Dictionary) -> tuple[AvpType, bool, bool]:
+    """Type, M and P bits of the Session-Id ``d`` makes (its vendor is none)."""
+    made = d.make(AvpCode.SESSION_ID, "x")
+    assert not made.vendor
+    return made.type, made.mandatory, made.protected
 
 
 @lru_cache(maxsize=256)

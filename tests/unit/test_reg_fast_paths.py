@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 
 from imsp2pd.diameter import cx
-from imsp2pd.diameter.avp import Avp, _decode_fast, _Unusual
+from imsp2pd.diameter.avp import Avp, AvpType, _decode_fast, _Unusual
 from imsp2pd.diameter.codes import AvpCode, TgppAvp
 from imsp2pd.diameter.dictionary import default_dictionary
 from imsp2pd.diameter.errors import DecodeError
@@ -266,3 +266,55 @@ def test_rows_are_taken_at_once_and_unpadded_ends_are_not_kept() -> None:
     fresh: dict[bytes, list[tuple[bytes, tuple[Avp, ...]]]] = {}
     _decode_fast(unpadded, D.codec_table, True, 20, len(unpadded), {}, fresh)
     assert not fresh
+
+
+def _answer_reference(req: DiameterMessage, host: str, realm: str, **kw: Any) -> DiameterMessage:
+    """answer() as it was: Session-Id made again, Proxy-Info found afterwards."""
+    out: list[Avp] = []
+    sid = kw.pop("session_id", None)
+    if sid is None:
+        sid = req.session_id
+    if sid is not None:
+        out.append(D.make(AvpCode.SESSION_ID, sid))
+    out.append(D.constant(AvpCode.RESULT_CODE, 2001))
+    out += [D.constant(AvpCode.ORIGIN_HOST, host), D.constant(AvpCode.ORIGIN_REALM, realm)]
+    out.extend(req.find_all(AvpCode.PROXY_INFO))
+    return DiameterMessage(
+        req.code, req.application, req.flags & 0x40, req.hop_by_hop, req.end_to_end, tuple(out)
+    )
+
+
+_SID = st.one_of(
+    st.builds(
+        lambda v, m, p: Avp(263, v, AvpType.UTF8_STRING, None, m, p),
+        st.text(max_size=8),
+        st.booleans(),
+        st.booleans(),
+    ),
+    st.builds(lambda v: Avp(263, v, AvpType.OCTET_STRING, None, True), st.binary(max_size=4)),
+    st.builds(lambda v: Avp(263, v, AvpType.UTF8_STRING, 0, True), st.text(max_size=4)),
+    st.builds(lambda v: Avp(263, v, AvpType.UTF8_STRING, 10415, True), st.text(max_size=4)),
+)
+_OTHER = st.sampled_from(
+    [
+        D.make(
+            AvpCode.PROXY_INFO, (D.make(AvpCode.PROXY_HOST, "p"), D.make(AvpCode.PROXY_STATE, b"s"))
+        ),
+        D.make(AvpCode.ORIGIN_HOST, "h"),
+        Avp(284, b"odd", vendor=10415),
+        D.make(AvpCode.USER_NAME, "u"),
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(_SID, _OTHER), max_size=6), st.one_of(st.none(), st.just("given;1")))
+def test_answer_takes_the_requests_session_id_as_it_made_it(
+    avps: list[Avp], given: str | None
+) -> None:
+    req = DiameterMessage(300, 16777216, 0xC0, 7, 9, tuple(avps))
+    kw: dict[str, Any] = {} if given is None else {"session_id": given}
+    got = answer(req, "hss", "realm", **kw)
+    want = _answer_reference(req, "hss", "realm", **kw)
+    assert got == want
+    assert got.encode() == want.encode()
