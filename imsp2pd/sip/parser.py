@@ -333,15 +333,18 @@ def _read_line(line: str) -> tuple[int, str, Any, Any, Any] | None:
     cname, lname, _, kind = info
     value = value.strip(" \t")
     parsed: Any = None
+    if (
+        kind == _K_VIA
+        and value
+        and not ("," in value or '"' in value or "\\" in value or "<" in value or ">" in value)
+    ):
+        # the usual: one Via (what _ONE_ELEMENT_RE would say, quicker)
+        return kind, lname, ((cname, value),), (value,), (parse_via(value),)
     if kind == _K_LIST or kind == _K_VIA:
         if _ONE_ELEMENT_RE.fullmatch(value) is None:
             items = tuple(split_list(value))
-        elif not value:
-            items = ()
-        elif kind == _K_VIA:  # the usual: one Via
-            return kind, lname, ((cname, value),), (value,), (parse_via(value),)
         else:
-            items = (value,)
+            items = (value,) if value else ()
         if kind == _K_VIA:
             parsed = tuple([parse_via(item) for item in items])
         return kind, lname, tuple([(cname, item) for item in items]), items, parsed
