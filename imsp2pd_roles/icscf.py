@@ -84,7 +84,7 @@ class IcscfRole(Role):
 
         from imsp2pd.diameter import cx
         from imsp2pd.ims.icscf import Icscf, IcscfConfig, scscf_entries
-        from imsp2pd.sip.service import SipService, make_node
+        from imsp2pd.sip.service import SipService, make_node, sip_metrics
 
         section = config["icscf"]
         realm = config["ims"]["domain"]
@@ -111,6 +111,7 @@ class IcscfRole(Role):
                 core, iconf, lambda m: diameter.request(m, timeout), clock=reactor.seconds
             ),
         )
+        sip_metrics(hub).add("icscf", node)
 
         class CxService(Service):
             def startService(self) -> None:

@@ -34,7 +34,7 @@ class PcscfRole(Role):
     def build(self, config: Config, store: Store, reactor: Any, hub: Hub) -> Any:
         from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
         from imsp2pd.sip.proxy import Target
-        from imsp2pd.sip.service import SipService, make_node
+        from imsp2pd.sip.service import SipService, make_node, sip_metrics
 
         section = config["pcscf"]
         domain = config["ims"]["domain"]
@@ -63,6 +63,7 @@ class PcscfRole(Role):
             tls_port=tls_port,
         )
         node.flow_listeners.append(pcscf.flow_closed)
+        sip_metrics(hub).add("pcscf", node)
         hub.add_check(
             "pcscf", lambda: {"ok": True, "ues": len(pcscf.ues.by_flow), "stats": dict(node.stats)}
         )

@@ -62,7 +62,7 @@ class ScscfRole(Role):
         from imsp2pd.diameter.codes import AvpCode, Command, ResultCode
         from imsp2pd.ims.scscf import Scscf, ScscfConfig
         from imsp2pd.sip.proxy import Target
-        from imsp2pd.sip.service import SipService, make_node
+        from imsp2pd.sip.service import SipService, make_node, sip_metrics
         from imsp2pd_roles.icscf import cx_client
 
         section = config["scscf"]
@@ -113,6 +113,7 @@ class ScscfRole(Role):
                 clock=reactor.seconds,
             ),
         )
+        sip_metrics(hub).add("scscf", node)
         holder["scscf"] = scscf
 
         class CxService(Service):

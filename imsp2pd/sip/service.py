@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.application.service import Service
 
+from imsp2pd.metrics import Registry
 from imsp2pd.sip.proxy import LocalAddress, SipCore
 from imsp2pd.sip.transport import SipNode, TransactionUser
 
@@ -64,3 +65,51 @@ def make_node(
     node = SipNode(reactor, core, tu, client_tls=client_tls)
     tu.node = node  # type: ignore[attr-defined]
     return node, tu
+
+
+class SipMetrics:
+    """The SIP nodes of a process on its ``/metrics``, by role: messages in
+    and out, malformed, dropped (transport errors), requests refused for
+    overload (503), and transactions pending.  One per process
+    (:func:`sip_metrics`), read at scrape time from the nodes' own counts."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.nodes: dict[str, SipNode] = {}
+        registry.counter(
+            "imsp2p_sip_messages_total",
+            "SIP messages by role and kind: in, out, bad (malformed), dropped (not sent)",
+            ("role", "kind"),
+            fn=self._messages,
+        )
+        registry.counter(
+            "imsp2p_sip_overloaded_total",
+            "requests refused with 503 because too many were in progress",
+            ("role",),
+            fn=lambda: {(r,): float(n.core.overloaded) for r, n in self.nodes.items()},
+        )
+        registry.gauge(
+            "imsp2p_sip_transactions_pending",
+            "SIP transactions not yet over (retired ones waiting out their timer included)",
+            ("role",),
+            fn=lambda: {(r,): float(n.core.pending) for r, n in self.nodes.items()},
+        )
+
+    def add(self, role: str, node: SipNode) -> None:
+        self.nodes[role] = node
+
+    def _messages(self) -> dict[tuple[str, ...], float]:
+        return {
+            (role, kind): float(count)
+            for role, node in self.nodes.items()
+            for kind, count in node.counts.items()
+        }
+
+
+def sip_metrics(hub: Any) -> SipMetrics:
+    """The process's :class:`SipMetrics`, made by the first SIP role built."""
+    found = hub.lookup("sip_metrics")
+    if found is None:
+        found = SipMetrics(hub.metrics)
+        hub.provide("sip_metrics", found)
+    assert isinstance(found, SipMetrics)
+    return found

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from imsp2pd.sip.proxy import LocalAddress, SipCore, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import UserAgent, build_request
-from tests.integration.labkit import admin_json, end_process, free_port, listen_sip
+from tests.integration.labkit import admin_json, admin_request, end_process, free_port, listen_sip
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -116,6 +116,20 @@ class CscfDaemonTests(TestCase):
         self.assertEqual(resp.get_all("Service-Route"), [f"<sip:orig@127.0.0.1:{self.s};lr>"])
         self.assertEqual(resp.get_all("Path"), [f"<sip:term@127.0.0.1:{self.p};lr>"])
         self.assertEqual(self.registrations(), 1)
+        # each SIP role's counts on /metrics: two REGISTER round trips passed
+        # the P-CSCF, none refused for overload
+        status, raw = admin_request(self.admin, "GET", "/metrics", token=None)
+        metrics = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in raw.decode().splitlines()
+            if line.startswith("imsp2p_sip_")
+        }
+        for role in ("pcscf", "icscf", "scscf"):
+            self.assertGreaterEqual(
+                metrics[f'imsp2p_sip_messages_total{{role="{role}",kind="in"}}'], 4
+            )
+            self.assertEqual(metrics[f'imsp2p_sip_overloaded_total{{role="{role}"}}'], 0)
+            self.assertIn(f'imsp2p_sip_transactions_pending{{role="{role}"}}', metrics)
         # the same over TLS to the P-CSCF's TLS port (the lab CA is trusted)
         resp = yield self.register(Target("TLS", "127.0.0.1", self.tls), "alice-pass")
         self.assertEqual(resp.status, 200)
