@@ -49,6 +49,9 @@ _BAD_CHARS_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: every byte but the control characters of _BAD_CHARS_RE other than CR and
 #: LF: what is left of a head without them is empty
 _NOT_CTL = bytes(c for c in range(256) if c in (9, 10, 13) or 0x20 <= c != 0x7F)
+#: the same but CR and LF: what is left of a head without them is its CRs,
+#: LFs and control characters
+_NOT_CTL_CR_LF = bytes(c for c in range(256) if c == 9 or 0x20 <= c != 0x7F)
 _CL_RE = re.compile(
     rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
 )
@@ -80,6 +83,23 @@ def parse_message(data: bytes, *, stream: bool = False, check_length: bool = Tru
         raise SipParseError("Empty message")
     end = data.find(b"\r\n\r\n")
     head_b = data[:end]
+    if end >= 0:
+        lines = head_b.decode("utf-8", "surrogateescape").split("\r\n")
+        # CRLF line ends only and no control character: no byte of the head
+        # is left by the translation but the CR and LF of its CRLFs (then
+        # the first CRLFCRLF is the first empty line, and no line is
+        # empty); a folded line is no header line to _parse_plain
+        if (
+            len(head_b.translate(None, _NOT_CTL_CR_LF)) == 2 * len(lines) - 2
+            and len(lines) <= MAX_HEADERS + 1
+        ):
+            try:
+                msg = _parse_plain(lines, data[end + 4 :], check_length)
+            except SipParseError:
+                msg = None
+            if msg is not None:
+                return msg
+        # something is wrong (or unusual): the careful way finds and names it
     crlf = head_b.count(b"\r\n")
     # the usual head: CRLF line ends only (then the first CRLFCRLF is the first
     # empty line, and no line of the head is empty), no folding, no control
@@ -97,14 +117,6 @@ def parse_message(data: bytes, *, stream: bool = False, check_length: bool = Tru
         terminated = True
         head = head_b.decode("utf-8", "surrogateescape")
         lines = head.split("\r\n")
-        if len(lines) <= MAX_HEADERS + 1:
-            try:
-                msg = _parse_plain(lines, body, check_length)
-            except SipParseError:
-                msg = None
-            if msg is not None:
-                return msg
-        # something is wrong (or unusual): the careful way finds and names it
     else:
         head_b, body, terminated = _split_head(data)
         head = head_b.decode("utf-8", "surrogateescape")

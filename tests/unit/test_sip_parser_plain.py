@@ -239,3 +239,36 @@ def test_the_lines_kept_are_bounded() -> None:
     parse_message(message_request(BASE + f"X-Long: {long}\n"))
     assert f"X-Long: {long}" not in parser._LINES
     same(message_request(BASE + f"X-Long: {long}\n"))
+
+
+def _with(extra: bytes, at_end: bool = True) -> bytes:
+    data = message_request()
+    cut = data.index(b"Content-Length")
+    return data[:cut] + extra + data[cut:] if at_end else data.replace(b"\r\n", b"\r\n" + extra, 1)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"X-A: a\rb\r\nX-B: c\nd\r\n",  # a lone CR and a lone LF: as many as CRLFs
+        b"X-A: a\r\r\nX-B: \nd\r\n",
+        b"X-A: a\n\r\nX-B: b\r\r\n",
+        b"Subject: folded\r\n more\r\n",
+        b"Subject: folded\r\n\tmore\r\n",
+        b"X-A: 1\r\n : 2\r\n",
+        b"\tX-A: 1\r\n",
+        b"X-A: tab\there\r\n",
+        b"X-A: \x00\r\n",
+        b"X-A: \x0b\x0c\r\n",
+        b"X-A: \x7f\r\n",
+        b"X-A: caf\xc3\xa9 \xff\xfe\r\n",
+        b"X-A: \xe2\x80\xa8 \xc2\x85\r\n",
+        b"X-A:\r\n\r\n",
+    ],
+)
+def test_odd_line_ends_folds_and_bytes_are_read_as_the_careful_way_reads_them(
+    extra: bytes,
+) -> None:
+    for data in (_with(extra), _with(extra, at_end=False)):
+        same(data)
+        same(b"\r\n\r\n" + data)
