@@ -252,16 +252,14 @@ class Hss:
                 txn.put(collection, key, doc)
             return ans
 
-        def landed() -> None:
-            in_flight.remove(written, before)
-
+        # (no inner function calls another: compiled, that would be a cycle)
         def committed(result: Message) -> Message:
-            landed()
+            in_flight.remove(written, before)
             _apply(self._cache, before, written, {})
             return result
 
         def failed(f: Any) -> Any:
-            landed()
+            in_flight.remove(written, before)
             self.forget_cache()
             return f
 

@@ -653,9 +653,6 @@ class Scscf:
             data_available=existing is not None and bool(existing.user_data),
         )
 
-        def failed(f: Any) -> None:
-            self._cx_failed(ctx, f)
-
         def answered(ans: DiameterMessage) -> None:
             now = self.clock()
             result = cx.outcome(ans)
@@ -704,11 +701,11 @@ class Scscf:
             # the 200 once the write is committed; a failed write (or 200) ends
             # as a failed Cx request does (no Deferred chained to the SAR's)
             saved.addCallback(stored)
-            saved.addErrback(failed)
+            saved.addErrback(lambda f: self._cx_failed(ctx, f))
 
         d = self.cx_request(msg)
         d.addCallback(answered)
-        d.addErrback(failed)
+        d.addErrback(lambda f: self._cx_failed(ctx, f))
 
     def _third_party_register(
         self,
