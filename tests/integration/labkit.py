@@ -314,10 +314,23 @@ def wait_until(
 def listen_sip(node: SipNode, core: SipCore) -> int:
     """Listens ``node`` on UDP and TCP on one free loopback port and makes that
     port ``core``'s addresses; the port."""
+    from twisted.internet.error import CannotListenError
+
     from imsp2pd.sip.proxy import LocalAddress
 
-    port = int(node.listen_udp(0).getHost().port)
-    node.listen_tcp(port)
+    for _ in range(20):
+        udp = node.listen_udp(0)
+        port = int(udp.getHost().port)
+        try:
+            node.listen_tcp(port)
+            break
+        except CannotListenError:
+            # the kernel's free UDP port is some TCP connection's local port
+            # (both come from the one ephemeral range): try another
+            node._ports.remove(udp)
+            udp.stopListening()
+    else:
+        raise RuntimeError("no port free for both UDP and TCP")
     core.addresses[:] = [
         LocalAddress("UDP", "127.0.0.1", port),
         LocalAddress("TCP", "127.0.0.1", port),

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from imsp2pd.sip.proxy import IncomingRequest, LocalAddress, Output, SipCore
 from imsp2pd.sip.transport import SipNode
+from tests.integration.labkit import listen_sip
 
 GOOD = (
     "MESSAGE sip:content@ims.example.org SIP/2.0\r\n"
@@ -74,8 +75,7 @@ class FuzzTests(unittest.TestCase):
         self.core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
         self.sink = Sink(self.core)
         self.node = SipNode(reactor, self.core, self.sink, max_message=1 << 16)
-        self.port = self.node.listen_udp(0).getHost().port
-        self.node.listen_tcp(self.port)
+        self.port = listen_sip(self.node, self.core)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
         self.udp.setblocking(False)

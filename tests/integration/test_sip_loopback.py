@@ -11,6 +11,7 @@ from imsp2pd.sip.message import Request, Response
 from imsp2pd.sip.proxy import IncomingRequest, LocalAddress, Output, SipCore, Source, Target
 from imsp2pd.sip.transport import SipNode
 from imsp2pd.sip.ua import SipRequestFailed, UserAgent, build_request
+from tests.integration.labkit import listen_sip
 
 
 class Proxy:
@@ -24,10 +25,6 @@ class Proxy:
                 event.ctx, event.request, now, target=self.downstream, record_route=True
             )
         return []
-
-
-def _port(p: Any) -> int:
-    return int(p.getHost().port)
 
 
 class LoopbackTests(unittest.TestCase):
@@ -57,14 +54,7 @@ class LoopbackTests(unittest.TestCase):
         node = SipNode(reactor, core, tu)
         if isinstance(tu, UserAgent):
             tu.node = node
-        udp = node.listen_udp(0)
-        port = _port(udp)
-        tcp = node.listen_tcp(port)
-        assert _port(tcp) == port
-        core.addresses[:] = [
-            LocalAddress("UDP", "127.0.0.1", port),
-            LocalAddress("TCP", "127.0.0.1", port),
-        ]
+        port = listen_sip(node, core)
         if core is getattr(self, "uas_core", None):
             self.uas_port = port
         self.nodes.append(node)
