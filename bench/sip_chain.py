@@ -216,6 +216,16 @@ def sipp(
     return elapsed, ok, failed, rtts
 
 
+def uas(work: Path, scenario: str, port: int) -> subprocess.Popen[bytes]:
+    """A sipp UAS on ``port`` (the AS, or the target of the direct and
+    Kamailio runs), in the foreground of its own process, on the load cores."""
+    return subprocess.Popen(
+        [SIPP or "sipp", "-sf", str(work / scenario), "-i", "127.0.0.1", "-p", str(port), "-nostdin"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=pinned(LOAD_CORES),
+    )  # fmt: skip
+
+
 def p99(values: list[float]) -> float:
     if not values:
         return float("nan")
@@ -332,11 +342,7 @@ def run(args: Any, work: Path, procs: list[subprocess.Popen[bytes]]) -> int:
     # each registration (TS 24.229 §5.4.1.7): an AS that answers them, as in
     # the lab (one that did not would leave 2,000 client transactions
     # retransmitting for 32 s into the MESSAGE runs)
-    as_register = subprocess.Popen(
-        [SIPP or "sipp", "-sf", str(work / "as_register.xml"), "-i", "127.0.0.1", "-p", str(as_port), "-nostdin"],
-        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=pinned(LOAD_CORES),
-    )  # fmt: skip
+    as_register = uas(work, "as_register.xml", as_port)
     procs.append(as_register)
     time.sleep(0.5)
     # sipp expands an [authentication] keyword given whole in an injection field
@@ -373,17 +379,9 @@ def run(args: Any, work: Path, procs: list[subprocess.Popen[bytes]]) -> int:
     time.sleep(1.0)  # the last third-party REGISTERs answered
     as_register.terminate()
     as_register.wait(10)
-    uas = subprocess.Popen(
-        [SIPP or "sipp", "-sf", str(work / "as.xml"), "-i", "127.0.0.1", "-p", str(as_port), "-nostdin"],
-        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=pinned(LOAD_CORES),
-    )  # fmt: skip
-    procs.append(uas)
-    direct = subprocess.Popen(
-        [SIPP or "sipp", "-sf", str(work / "as.xml"), "-i", "127.0.0.1", "-p", str(direct_as), "-nostdin"],
-        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=pinned(LOAD_CORES),
-    )  # fmt: skip
+    as_message = uas(work, "as.xml", as_port)
+    procs.append(as_message)
+    direct = uas(work, "as.xml", direct_as)
     procs.append(direct)
     time.sleep(0.5)
     chain = best_zero_failure(
