@@ -349,6 +349,31 @@ class Message:
         cname = canonical_name(name)
         return self._derive(self.headers + tuple((cname, v) for v in values), _lname(name))
 
+    def with_top_via(self: _M, via: Via, *, replace: bool = False) -> _M:
+        """A copy with ``via`` on top: before the other Vias, or in place of
+        the first one (``replace``); the parsed Via is kept with the copy, and
+        so are the others already parsed, so nobody parses them again."""
+        text = str(via)
+        old = self.__dict__.get("vias")
+        if replace:
+            headers = list(self.headers)
+            for i, (n, _) in enumerate(headers):
+                if (_LNAMES.get(n) or n.lower()) == "via":
+                    headers[i] = ("Via", text)
+                    break
+            copy = self._derive(tuple(headers), "via")
+            index = self.__dict__.get("_index")
+            if index is not None:
+                copy.__dict__["_index_base"] = (index, "via", [text, *index["via"][1:]])
+            rest = old[1:] if old is not None else None
+        else:
+            copy = self.prepend_header("Via", text)
+            rest = old
+        copy.__dict__["top_via"] = via
+        if rest is not None:
+            copy.__dict__["vias"] = [via, *rest]
+        return copy
+
     def remove_first(self: _M, name: str) -> _M:
         lname = _lname(name)
         out = list(self.headers)

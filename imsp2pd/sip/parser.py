@@ -466,48 +466,30 @@ def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessag
             return None
         if length < len(body):
             body = body[:length]
+    # every field is valid: made without the frozen dataclass's __init__,
+    # with the views parsed on the way kept (as _build keeps them)
+    fields_and_views: dict[str, object] = {
+        "headers": tuple(fields),
+        "body": body,
+        "vias": vias,
+        "top_via": vias[0],
+        "cseq": cseq,
+        "_index": index,
+        "from_": from_,
+        "to": to,
+    }
     msg: SipMessage
     if method is not None:
         if cseq.method != method:
             return None
-        uri = parse_uri(uri_text)
-        # every field is valid: made without the frozen dataclass's __init__,
-        # with the views parsed on the way kept (as _build keeps them)
+        fields_and_views["method"] = method
+        fields_and_views["uri"] = parse_uri(uri_text)
         msg = _new(Request)
-        _setattr(
-            msg,
-            "__dict__",
-            {
-                "headers": tuple(fields),
-                "body": body,
-                "method": method,
-                "uri": uri,
-                "vias": vias,
-                "top_via": vias[0],
-                "cseq": cseq,
-                "_index": index,
-                "from_": from_,
-                "to": to,
-            },
-        )
     else:
+        fields_and_views["status"] = status
+        fields_and_views["reason"] = reason
         msg = _new(Response)
-        _setattr(
-            msg,
-            "__dict__",
-            {
-                "headers": tuple(fields),
-                "body": body,
-                "status": status,
-                "reason": reason,
-                "vias": vias,
-                "top_via": vias[0],
-                "cseq": cseq,
-                "_index": index,
-                "from_": from_,
-                "to": to,
-            },
-        )
+    _setattr(msg, "__dict__", fields_and_views)
     return msg
 
 

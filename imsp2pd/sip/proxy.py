@@ -596,12 +596,7 @@ class SipCore:
         if transport == "UDP":
             params += (("rport", None),)
         via = Via(transport, f"[{a.host}]" if ":" in a.host else a.host, a.port, params)
-        old_vias = request.__dict__.get("vias")
-        out = request.prepend_header("Via", str(via))
-        out.__dict__["top_via"] = via
-        if old_vias is not None:
-            out.__dict__["vias"] = [via, *old_vias]
-        return out
+        return request.with_top_via(via)
 
     def send_request(
         self, request: Request, now: float, *, target: Target | None = None
@@ -820,21 +815,7 @@ def _stamp_via(request: Request, source: Source) -> Request:
             changed = changed.with_param("received", source.host)
     if changed is via:
         return request
-    text = str(changed)
-    headers = list(request.headers)
-    for i, (n, _) in enumerate(headers):
-        if n == "Via":
-            headers[i] = ("Via", text)
-            break
-    old_vias = request.__dict__.get("vias")
-    out = request._derive(tuple(headers), "via")
-    index = request.__dict__.get("_index")
-    if index is not None:
-        out.__dict__["_index_base"] = (index, "via", [text, *index["via"][1:]])
-    out.__dict__["top_via"] = changed
-    if old_vias is not None:
-        out.__dict__["vias"] = [changed, *old_vias[1:]]
-    return out
+    return request.with_top_via(changed, replace=True)
 
 
 __all__ = [

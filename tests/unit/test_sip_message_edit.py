@@ -96,3 +96,25 @@ def test_a_relayed_response_keeps_the_rest_of_its_vias_parsed() -> None:
     up = resp.remove_first("Via")
     assert up.vias == [second] and up.vias[0] is second and up.top_via is second
     assert up.remove_first("Via").vias == []
+
+
+def test_with_top_via_pushes_or_replaces_and_keeps_the_parsed_vias() -> None:
+    from imsp2pd.sip.headers import parse_via
+
+    msg = parse_message(
+        b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP ue:2;branch=z9hG4bK2;rport\r\n"
+        b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(msg, Request)
+    ue = msg.top_via
+    stamped_via = ue.with_param("rport", "2").with_param("received", "10.0.0.1")
+    stamped = msg.with_top_via(stamped_via, replace=True)
+    assert stamped.vias == [stamped_via] and stamped.top_via is stamped_via
+    ours = parse_via("SIP/2.0/UDP p:1;branch=z9hG4bK9")
+    pushed = stamped.with_top_via(ours)
+    assert pushed.vias[0] is ours and pushed.vias[1] is stamped_via
+    fresh = parse_message(pushed.encode())
+    assert pushed.headers == fresh.headers
+    assert pushed._index == fresh._index
+    assert [str(v) for v in fresh.vias] == [str(v) for v in pushed.vias]
