@@ -31,7 +31,15 @@ class PcscfRole(Role):
         "visited_network": Field(str, "", "P-Visited-Network-ID; empty: the [ims] domain"),
     }
 
+    def migrations(self) -> Any:
+        from imsp2pd.ims.pcscf import MIGRATIONS
+
+        return MIGRATIONS
+
     def build(self, config: Config, store: Store, reactor: Any, hub: Hub) -> Any:
+        from twisted.application.internet import TimerService
+        from twisted.application.service import MultiService
+
         from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
         from imsp2pd.sip.proxy import Target
         from imsp2pd.sip.service import SipService, make_node, sip_metrics
@@ -59,7 +67,7 @@ class PcscfRole(Role):
             reactor,
             host,
             port,
-            lambda core: Pcscf(core, pconf, clock=reactor.seconds),
+            lambda core: Pcscf(core, pconf, clock=reactor.seconds, store=store),
             tls_port=tls_port,
         )
         node.flow_listeners.append(pcscf.flow_closed)
@@ -67,7 +75,10 @@ class PcscfRole(Role):
         hub.add_check(
             "pcscf", lambda: {"ok": True, "ues": len(pcscf.ues.by_flow), "stats": dict(node.stats)}
         )
-        return SipService(node, host, port, tls=tls)
+        top = MultiService()
+        SipService(node, host, port, tls=tls, on_start=pcscf.load).setServiceParent(top)
+        TimerService(30.0, lambda: pcscf.expire(reactor.seconds())).setServiceParent(top)
+        return top
 
 
 pcscf = PcscfRole()

@@ -11,6 +11,12 @@ an unregistered UE gets 403.  Requests from the core towards the UE (they
 arrive on our Path entry) go back over the UE's own flow, and the UE's
 responses to them lose the trusted headers too (RFC 3325 §5).
 
+Bindings over UDP are durable (``pcscf_ues``): the 200 goes to the UE once
+its binding is committed, and a restarted P-CSCF reads them back, so a
+registered UE is not refused after a ``kill -9``.  A binding over TCP or
+TLS names its connection, which dies with the process: it is kept in
+memory only.
+
 :func:`sanitize_from_ue`, :func:`charging_vector`, :func:`asserted_identity`
 and :class:`UeTable` are pure; :class:`Pcscf` is the transaction user.
 """
@@ -20,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from twisted.logger import Logger
 
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import parse_name_addr
@@ -35,6 +43,12 @@ from imsp2pd.sip.proxy import (
     Target,
 )
 from imsp2pd.sip.uri import SipURI, parse_uri
+from imsp2pd.store import Collection, Migration
+
+log = Logger()
+
+UE_BINDINGS = "pcscf_ues"
+MIGRATIONS = (Migration("pcscf-0001-ues", (Collection(UE_BINDINGS, ()),)),)
 
 #: Headers only the network may set (RFC 3325, RFC 7315, TS 24.229 §5.2.6.3).
 UNTRUSTED_FROM_UE = (
@@ -119,6 +133,32 @@ class UeBinding:
     service_route: tuple[str, ...]
     expires_at: float
 
+    @property
+    def durable(self) -> bool:
+        """Whether the binding outlives the process (not bound to a connection)."""
+        return self.source.flow is None
+
+    def to_doc(self) -> dict[str, Any]:
+        s = self.source
+        return {
+            "contact": self.contact,
+            "source": [s.transport, s.host, s.port],
+            "associated": list(self.associated),
+            "service_route": list(self.service_route),
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> UeBinding:
+        transport, host, port = doc["source"]
+        return cls(
+            doc["contact"],
+            Source(transport, host, int(port)),
+            tuple(doc["associated"]),
+            tuple(doc["service_route"]),
+            float(doc["expires_at"]),
+        )
+
 
 def flow_key(source: Source) -> tuple[str, str, int, int | None]:
     if source.flow is not None:
@@ -133,14 +173,28 @@ class UeTable:
         self.by_flow: dict[tuple[str, str, int, int | None], UeBinding] = {}
         self.by_contact: dict[str, UeBinding] = {}
 
-    def put(self, b: UeBinding) -> None:
+    def put(self, b: UeBinding) -> UeBinding | None:
+        """Bind ``b``; returns the binding it replaced for the same contact."""
+        key = _aor_contact(b.contact)
+        old = self.by_contact.get(key)
+        if old is not None and self.by_flow.get(flow_key(old.source)) is old:
+            del self.by_flow[flow_key(old.source)]
         self.by_flow[flow_key(b.source)] = b
-        self.by_contact[_aor_contact(b.contact)] = b
+        self.by_contact[key] = b
+        return old
 
-    def remove_contact(self, contact: str) -> None:
+    def remove_contact(self, contact: str) -> UeBinding | None:
         b = self.by_contact.pop(_aor_contact(contact), None)
         if b is not None and self.by_flow.get(flow_key(b.source)) is b:
             del self.by_flow[flow_key(b.source)]
+        return b
+
+    def expire(self, now: float) -> list[UeBinding]:
+        """Drop the bindings expired at ``now``; returns them."""
+        gone = [b for b in self.by_contact.values() if b.expires_at <= now]
+        for b in gone:
+            self.remove_contact(b.contact)
+        return gone
 
     def for_source(self, source: Source, now: float) -> UeBinding | None:
         b = self.by_flow.get(flow_key(source))
@@ -170,6 +224,21 @@ def _aor_contact(contact: str) -> str:
 
 
 @dataclass(frozen=True)
+class _Write:
+    """The store writes of a change to the bindings: (key, doc) to put,
+    keys to delete; called with a transaction, it does them."""
+
+    puts: list[tuple[str, dict[str, Any]]]
+    deletes: list[str]
+
+    def __call__(self, txn: Any) -> None:
+        for key in self.deletes:
+            txn.delete(UE_BINDINGS, key)
+        for key, doc in self.puts:
+            txn.put(UE_BINDINGS, key, doc)
+
+
+@dataclass(frozen=True)
 class PcscfConfig:
     host: str = "127.0.0.1"
     port: int = 4060
@@ -179,13 +248,48 @@ class PcscfConfig:
 
 
 class Pcscf:
-    def __init__(self, core: SipCore, config: PcscfConfig, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        core: SipCore,
+        config: PcscfConfig,
+        *,
+        clock: Callable[[], float],
+        store: Any = None,
+    ) -> None:
         self.core = core
         self.config = config
         self.clock = clock
+        self.store = store
         self.node: Any = None
         self.ues = UeTable()
         self._registering: dict[int, Source] = {}
+
+    # -- durable state ------------------------------------------------------
+    def load(self) -> int:
+        """Read back the bindings not yet expired (at start)."""
+        if self.store is None:
+            return 0
+        docs = self.store.transact_now(lambda txn: txn.scan(UE_BINDINGS))
+        now = self.clock()
+        for _, doc in docs:
+            b = UeBinding.from_doc(doc)
+            if b.expires_at > now:
+                self.ues.put(b)
+        return len(self.ues.by_contact)
+
+    def expire(self, now: float) -> int:
+        """Forget the bindings expired at ``now`` (in the store too)."""
+        gone = [b for b in self.ues.expire(now) if b.durable]
+        if gone and self.store is not None:
+            keys = [_aor_contact(b.contact) for b in gone]
+            self.store.transact(_Write([], keys)).addErrback(
+                lambda f: log.failure("P-CSCF could not forget expired bindings", f)
+            )
+        return len(gone)
+
+    def _submit(self, outputs: list[Output]) -> None:
+        if self.node is not None:
+            self.node.submit(outputs)
 
     @property
     def path_uri(self) -> str:
@@ -268,11 +372,30 @@ class Pcscf:
     def _register_response(self, event: BranchResponse, now: float) -> list[Output]:
         source = self._registering.pop(event.ctx, None)
         resp = event.response
-        if source is not None and resp.status == 200:
-            self._learn(resp, source, now)
-        return self.core.relay_response(event.ctx, resp, now)
+        if source is None or resp.status != 200:
+            return self.core.relay_response(event.ctx, resp, now)
+        write = self._learn(resp, source, now)
+        if self.store is None or not (write.puts or write.deletes):
+            return self.core.relay_response(event.ctx, resp, now)
+        # durable before acknowledged: the 200 reaches the UE once committed
+        ctx = event.ctx
+        done = self.store.transact(write)
+        done.addCallback(lambda _: self._submit(self.core.relay_response(ctx, resp, self.clock())))
+        done.addErrback(self._write_failed, ctx, write)
+        return []
 
-    def _learn(self, resp: Response, source: Source, now: float) -> None:
+    def _write_failed(self, failure: Any, ctx: int, write: _Write) -> None:
+        log.failure("P-CSCF could not store a UE binding", failure)
+        for key, _ in write.puts:
+            b = self.ues.by_contact.get(key)
+            if b is not None:
+                self.ues.remove_contact(b.contact)
+        self._submit(self.core.reply(ctx, 500, self.clock(), "Binding Not Stored"))
+
+    def _learn(self, resp: Response, source: Source, now: float) -> _Write:
+        """Bind (or unbind) the contacts of a 200 to a REGISTER; returns the
+        store writes that make it durable."""
+        write = _Write([], [])
         service_route = tuple(resp.get_all("Service-Route"))
         associated: list[str] = []
         for value in resp.get_all("P-Associated-URI"):
@@ -283,17 +406,24 @@ class Pcscf:
         try:
             contacts = resp.contacts
         except SipParseError:
-            return
+            return write
         for na in contacts:
             param = na.param("expires")
             secs = int(param) if param and param.isdigit() else 0
             contact = str(na.uri)
             if secs == 0:
-                self.ues.remove_contact(contact)
+                old = self.ues.remove_contact(contact)
+            elif self._contact_is_from(contact, source):
+                b = UeBinding(contact, source, tuple(associated), service_route, now + secs)
+                old = self.ues.put(b)
+                if b.durable:
+                    write.puts.append((_aor_contact(contact), b.to_doc()))
+                    continue
+            else:
                 continue
-            if not self._contact_is_from(contact, source):
-                continue
-            self.ues.put(UeBinding(contact, source, tuple(associated), service_route, now + secs))
+            if old is not None and old.durable:
+                write.deletes.append(_aor_contact(old.contact))
+        return write
 
     @staticmethod
     def _contact_is_from(contact: str, source: Source) -> bool:

@@ -24,7 +24,7 @@ class SipService(Service):
         port: int,
         *,
         tls: tuple[int, Any] | None = None,
-        on_start: Callable[[], None] | None = None,
+        on_start: Callable[[], object] | None = None,
     ) -> None:
         self.node = node
         self.host = host

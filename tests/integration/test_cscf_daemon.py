@@ -5,6 +5,7 @@ password, and an RTR from the HSS that deregisters the user."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,23 @@ class CscfDaemonTests(TestCase):
             f'[icscf]\nlisten = "127.0.0.1:{i}"\nhss = "127.0.0.1:{cx}"\n'
             f'[scscf]\nlisten = "127.0.0.1:{self.s}"\nhss = "127.0.0.1:{cx}"\nicscf = "127.0.0.1:{i}"\n'
         )
+        self.addCleanup(self._stop)
+        self._start()
+        core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
+        self.ue = UserAgent(core)
+        ca = ssl.Certificate.loadPEM((self.dir / "var" / "tls" / "ca.pem").read_bytes())
+        self.node = SipNode(
+            reactor,
+            core,
+            self.ue,
+            client_tls=lambda host: ssl.optionsForClientTLS("127.0.0.1", trustRoot=ca),
+        )
+        self.ue.node = self.node
+        self.ue_port = listen_sip(self.node, core)
+        self.addCleanup(self.node.stop)
+
+    def _start(self) -> None:
+        """Start the daemon and wait until every check is ok."""
         env = dict(os.environ, IMSP2P_CONFIG=str(self.config))
         self.proc = subprocess.Popen(
             [str(BIN / "twistd"), "-n", "--pidfile=", "imsp2p", "--role=hss,pcscf,icscf,scscf"],
@@ -53,7 +71,6 @@ class CscfDaemonTests(TestCase):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        self.addCleanup(self._stop)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -70,18 +87,6 @@ class CscfDaemonTests(TestCase):
             time.sleep(0.1)
         else:
             self.fail("daemon did not come up")
-        core = SipCore(addresses=[LocalAddress("UDP", "127.0.0.1", 0)])
-        self.ue = UserAgent(core)
-        ca = ssl.Certificate.loadPEM((self.dir / "var" / "tls" / "ca.pem").read_bytes())
-        self.node = SipNode(
-            reactor,
-            core,
-            self.ue,
-            client_tls=lambda host: ssl.optionsForClientTLS("127.0.0.1", trustRoot=ca),
-        )
-        self.ue.node = self.node
-        self.ue_port = listen_sip(self.node, core)
-        self.addCleanup(self.node.stop)
 
     def _stop(self) -> None:
         end_process(self.proc)
@@ -141,3 +146,28 @@ class CscfDaemonTests(TestCase):
                 break
             yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(self.registrations(), 0)
+
+    @defer.inlineCallbacks
+    def test_a_registered_ue_stays_registered_after_kill_9(self) -> Any:
+        """Durable before acknowledged: after a kill -9 the P-CSCF still
+        knows the UE (it is not refused with 403) and the S-CSCF its
+        registration."""
+        resp = yield self.register(Target("UDP", "127.0.0.1", self.p), "alice-pass")
+        self.assertEqual(resp.status, 200, resp.reason)
+        end_process(self.proc, signal.SIGKILL)
+        self._stop()
+        self._start()
+        _, health = self.http("GET", "/health")
+        self.assertEqual(health["checks"]["pcscf"]["ues"], 1)
+        self.assertEqual(self.registrations(), 1)
+        msg = build_request(
+            "MESSAGE",
+            "sip:nobody@ims.example.org",
+            from_uri="sip:alice@ims.example.org",
+            body=b"hello",
+            content_type="text/plain",
+        )
+        resp = yield self.ue.request(msg, target=Target("UDP", "127.0.0.1", self.p))
+        # past the P-CSCF (no 403 Not Registered): the S-CSCF answers for nobody
+        self.assertNotEqual(resp.status, 403, resp.reason)
+        self.assertGreaterEqual(resp.status, 400)
