@@ -437,18 +437,22 @@ def _rate(result: dict[str, Any]) -> str:
 
 
 def best_zero_failure(
-    work: Path, target: str, rate: int, seconds: float, *extra: str
+    work: Path, target: str, rate: int, seconds: float, *extra: str, refine: int = 2
 ) -> dict[str, Any]:
-    """The highest offered rate, raised by a quarter from ``rate``, that
-    completes with no failure (``best["lower_bound"]``: the last one passed)."""
+    """The highest offered rate that completes with no failure: raised by a
+    quarter from ``rate`` until a run fails (or falls below 90% of what was
+    offered), then ``refine`` halvings between the last rate passed and the
+    first failed (``best["lower_bound"]``: no run failed)."""
     best: dict[str, Any] | None = None
     offered = rate
+    failed_at: int | None = None
     for _ in range(10):
         result = message_run(work, target, offered, seconds, *extra)
-        passed = result["failed"] == 0 and result["calls"] > 0
-        if passed and (best is None or result["per_s"] > best["per_s"]):
-            best = result
-        if not passed or result["per_s"] < 0.9 * offered:
+        if _passed(result, offered):
+            if best is None or result["per_s"] > best["per_s"]:
+                best = result
+        else:
+            failed_at = offered
             break
         offered = int(offered * 1.25)
         time.sleep(2.0)
@@ -457,7 +461,21 @@ def best_zero_failure(
             best["lower_bound"] = True
     if best is None and rate > 50:
         time.sleep(2.0)
-        return best_zero_failure(work, target, rate // 3, seconds, *extra)
+        return best_zero_failure(work, target, rate // 3, seconds, *extra, refine=refine)
+    if best is not None and failed_at is not None:
+        lo, hi = best["offered"], failed_at
+        for _ in range(refine):
+            mid = (lo + hi) // 2
+            if hi - lo < max(20, lo // 30):
+                break
+            time.sleep(2.0)
+            result = message_run(work, target, mid, seconds, *extra)
+            if _passed(result, mid):
+                lo = mid
+                if result["per_s"] > best["per_s"]:
+                    best = result
+            else:
+                hi = mid
     return best or {
         "offered": offered,
         "calls": 0,
@@ -465,6 +483,11 @@ def best_zero_failure(
         "per_s": 0.0,
         "p99_ms": float("nan"),
     }
+
+
+def _passed(result: dict[str, Any], offered: int) -> bool:
+    """No call failed, and the run kept up with what was offered."""
+    return bool(result["failed"] == 0 and result["calls"] > 0 and result["per_s"] >= 0.9 * offered)
 
 
 if __name__ == "__main__":
