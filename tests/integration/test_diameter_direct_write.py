@@ -1,0 +1,117 @@
+"""Diameter over real loopback TCP with the protocol writing to the socket itself.
+
+:meth:`DiameterProtocol._write` sends a message straight to a plain TCP
+socket when Twisted holds nothing back, and leaves what the socket does not
+take to ``transport.write``. Here answers far larger than the socket buffers
+(partial sends, the rest buffered by Twisted) are interleaved with small
+ones: every answer must reach its request whole and in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from imsp2pd.diameter import cx
+from imsp2pd.diameter.codes import Application, ResultCode, TgppAvp, Vendor
+from imsp2pd.diameter.message import Message
+from imsp2pd.diameter.node import DiameterNode, PeerConfig
+from imsp2pd.diameter.peer import LocalConfig, PeerInfo
+from imsp2pd.diameter.protocol import DiameterProtocol
+from tests.integration.labkit import wait_until
+
+REALM = "ims.example.org"
+CX = ((Vendor.TGPP, Application.CX),)
+ME = cx.Origin("icscf.ims.example.org", REALM)
+HSS = "hss.ims.example.org"
+
+
+def payload(n: int, size: int) -> bytes:
+    """``size`` bytes that tell which answer they belong to, all through."""
+    unit = f"<{n:05d}>".encode()
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+class DirectWriteTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        node: DiameterNode
+
+        def handler(req: Message, peer: PeerInfo) -> Message:
+            # the size wanted and the request's number are in its Public-Identity
+            n, size = (int(x) for x in (req.get_str(TgppAvp.PUBLIC_IDENTITY) or "")[4:].split("-"))
+            data = node.dictionary.make(TgppAvp.USER_DATA, payload(n, size))
+            return node.answer(req, ResultCode.SUCCESS, [data])
+
+        node = DiameterNode(
+            reactor, LocalConfig(HSS, REALM, vendor_applications=CX), handler=handler
+        )
+        port = node.listen(0).getHost().port
+        self.addCleanup(node.stop)
+        self.server = node
+        self.client = DiameterNode(
+            reactor,
+            LocalConfig(ME.host, REALM, vendor_applications=CX),
+            peers=[PeerConfig(HSS, REALM, "127.0.0.1", port)],
+        )
+        self.client.start()
+        self.addCleanup(self.client.stop)
+        self.ids = cx.SessionIds(ME.host, reactor.seconds())
+
+    def ask(self, n: int, size: int) -> defer.Deferred[Message]:
+        return self.client.request(cx.lir(ME, self.ids.next(), REALM, f"sip:{n}-{size}"))
+
+    def protocols(self) -> list[DiameterProtocol]:
+        return [*self.client._open.values(), *self.server._open.values()]
+
+    def count_buffered(self) -> list[bytes]:
+        """What goes through ``transport.write`` from now on (not written directly)."""
+        buffered: list[bytes] = []
+        for proto in self.protocols():
+            transport: Any = proto.transport
+            write = transport.write
+
+            def counting(data: bytes, write: Any = write) -> None:
+                buffered.append(data)
+                write(data)
+
+            transport.write = counting
+        return buffered
+
+    @defer.inlineCallbacks
+    def test_large_and_small_answers_arrive_whole_and_in_order(self) -> Any:
+        yield wait_until(lambda: self.client.is_available(HSS))
+        for proto in self.protocols():
+            self.assertIsNotNone(proto._socket)  # plain TCP: written directly
+        buffered = self.count_buffered()
+        sizes = [10, 3_000_000, 200, 70_000, 5_000_000, 1, 4_000, 2_500_000, 30]
+        asked = [(n, size, self.ask(n, size)) for n, size in enumerate(sizes * 3)]
+        answers = yield defer.gatherResults([d for _, _, d in asked])
+        for (n, size, _), ans in zip(asked, answers, strict=True):
+            self.assertEqual(ans.result_code, ResultCode.SUCCESS)
+            self.assertEqual(ans.find(TgppAvp.USER_DATA).value, payload(n, size))
+        self.assertTrue(buffered)  # the socket took part of some: the rest went through Twisted
+
+    @defer.inlineCallbacks
+    def test_small_messages_skip_the_transport_buffer(self) -> Any:
+        yield wait_until(lambda: self.client.is_available(HSS))
+        buffered = self.count_buffered()
+        for n in range(20):
+            ans = yield self.ask(n, 100)
+            self.assertEqual(ans.find(TgppAvp.USER_DATA).value, payload(n, 100))
+        self.assertEqual(buffered, [])
+
+    @defer.inlineCallbacks
+    def test_an_answer_sent_before_a_close_arrives(self) -> Any:
+        # The client's DPR: the server answers DPA and closes in one go; the DPA
+        # kept for the end of the turn is sent before the connection is closed.
+        yield wait_until(lambda: self.client.is_available(HSS))
+        ans = yield self.ask(1, 100)
+        self.assertEqual(ans.result_code, ResultCode.SUCCESS)
+        reasons: list[str] = []
+        self.client.on_peer_down.append(lambda host, reason: reasons.append(reason))
+        yield self.client.stop()
+        self.assertEqual(reasons, ["disconnected by DPR/DPA"])
