@@ -481,6 +481,22 @@ class Via:
     params: Params = ()
     protocol: str = "SIP/2.0"
 
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params = (),
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        # the dataclass's own __init__ would run interpreted, a setattr a field
+        d = self.__dict__
+        d["transport"] = transport
+        d["host"] = host
+        d["port"] = port
+        d["params"] = params
+        d["protocol"] = protocol
+
     def __str__(self) -> str:
         # computed once: the value is frozen
         text: str | None = self.__dict__.get("_text")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import (
@@ -90,6 +90,36 @@ REASON_PHRASES: dict[int, str] = {
 BRANCH_MAGIC = "z9hG4bK"
 
 _M = TypeVar("_M", bound="Message")
+_V = TypeVar("_V")
+
+
+class _CachedView(Generic[_V]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes an
+    RLock on every first read, in Python code): a message is read by one
+    thread, and a view computed twice is the same value.  Computed on first
+    read and kept in the instance's ``__dict__``, which later reads find
+    first (this is a non-data descriptor)."""
+
+    def __init__(self, func: Callable[[Any], _V]) -> None:
+        self.func = func
+        self.attrname = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attrname = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.func(instance)
+        instance.__dict__[self.attrname] = value
+        return value
+
+
+if TYPE_CHECKING:  # what mypy knows how to type
+    from functools import cached_property
+else:
+    cached_property = _CachedView
 
 
 _BRANCH_PREFIX = BRANCH_MAGIC + secrets.token_hex(4)

@@ -376,6 +376,36 @@ def _read_line(line: str) -> tuple[int, str, Any, Any, Any] | None:
     return kind, lname, (cname, value), value, parsed
 
 
+def remember_via(via: Via) -> None:
+    """Keep the header line of a Via this process writes (a proxy's own Via,
+    a Via it stamped with received/rport) as _read_line would read it: the
+    line is new to the parser, and comes back to this process with the
+    response (and with the request, when the next hop lives here too).
+
+    For a Via that ``parse_via(str(via))`` gives back equal (the ones
+    :class:`~imsp2pd.sip.proxy.SipCore` writes: held by
+    tests/unit/test_sip_parser_plain.py) and that is one Via to _read_line
+    (none of ``,"\\<>``, nothing to strip)."""
+    text = str(via)
+    line = "Via: " + text
+    if len(line) > _LINE_KEPT_MAX or line in _LINES:
+        return
+    if (
+        not text
+        or "," in text
+        or '"' in text
+        or "\\" in text
+        or "<" in text
+        or ">" in text
+        or text[0] in " \t"
+        or text[-1] in " \t"
+    ):
+        return
+    if len(_LINES) >= _LINES_MAX:
+        _LINES.clear()
+    _LINES[line] = (_K_VIA, "via", (("Via", text),), (text,), (via,))
+
+
 def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessage | None:
     """parse_message of a plain head (CRLF line ends, no folding, no
     control character, at most MAX_HEADERS fields) in one pass, when

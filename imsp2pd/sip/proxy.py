@@ -32,7 +32,7 @@ from imsp2pd.sip.message import (
     new_branch,
     new_tag,
 )
-from imsp2pd.sip.parser import parse_message
+from imsp2pd.sip.parser import parse_message, remember_via
 from imsp2pd.sip.transaction import (
     Action,
     ClientTransaction,
@@ -71,6 +71,14 @@ class Source:
     port: int
     flow: int | None = None
 
+    def __init__(self, transport: str, host: str, port: int, flow: int | None = None) -> None:
+        # the dataclass's own __init__ would run interpreted, a setattr a field
+        d = self.__dict__
+        d["transport"] = transport
+        d["host"] = host
+        d["port"] = port
+        d["flow"] = flow
+
     @property
     def reliable(self) -> bool:
         return self.transport != "UDP"
@@ -85,6 +93,13 @@ class Target:
     host: str
     port: int
     flow: int | None = None
+
+    def __init__(self, transport: str, host: str, port: int, flow: int | None = None) -> None:
+        d = self.__dict__
+        d["transport"] = transport
+        d["host"] = host
+        d["port"] = port
+        d["flow"] = flow
 
     @property
     def reliable(self) -> bool:
@@ -108,12 +123,26 @@ class Transmit:
     #: the client transaction to tell about a transport error, if any
     tx: TransactionKey | None = None
 
+    def __init__(
+        self, message: SipMessage, target: Target, tx: TransactionKey | None = None
+    ) -> None:
+        d = self.__dict__
+        d["message"] = message
+        d["target"] = target
+        d["tx"] = tx
+
 
 @dataclass(frozen=True)
 class IncomingRequest:
     ctx: int
     request: Request
     source: Source
+
+    def __init__(self, ctx: int, request: Request, source: Source) -> None:
+        d = self.__dict__
+        d["ctx"] = ctx
+        d["request"] = request
+        d["source"] = source
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,11 @@ class BranchResponse:
 
     ctx: int
     response: Response
+
+    def __init__(self, ctx: int, response: Response) -> None:
+        d = self.__dict__
+        d["ctx"] = ctx
+        d["response"] = response
 
 
 @dataclass(frozen=True)
@@ -185,6 +219,28 @@ class _ServerCtx:
     #: applied to every response relayed upstream on this context
     response_filter: ResponseFilter | None = None
 
+    def __init__(
+        self,
+        ctx: int,
+        tx: ServerTransaction,
+        source: Source,
+        branch: TransactionKey | None = None,
+        branch_target: Target | None = None,
+        intercept: bool = False,
+        answered: bool = False,
+        cancelled: bool = False,
+        response_filter: ResponseFilter | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.tx = tx
+        self.source = source
+        self.branch = branch
+        self.branch_target = branch_target
+        self.intercept = intercept
+        self.answered = answered
+        self.cancelled = cancelled
+        self.response_filter = response_filter
+
 
 @dataclass
 class _ClientCtx:
@@ -195,6 +251,22 @@ class _ClientCtx:
     extra: dict[str, object] = field(default_factory=dict)
     #: the server context's response filter, for a late 2xx after it ended
     response_filter: ResponseFilter | None = None
+
+    def __init__(
+        self,
+        tx: ClientTransaction,
+        target: Target,
+        server_ctx: int | None = None,
+        uac_handle: int | None = None,
+        extra: dict[str, object] | None = None,
+        response_filter: ResponseFilter | None = None,
+    ) -> None:
+        self.tx = tx
+        self.target = target
+        self.server_ctx = server_ctx
+        self.uac_handle = uac_handle
+        self.extra = {} if extra is None else extra
+        self.response_filter = response_filter
 
 
 def response_target(response: Response, source: Source | None) -> Target:
@@ -302,8 +374,11 @@ class SipCore:
         """True when ``uri`` names this node (host and port, §16.4)."""
         if not isinstance(uri, SipURI):
             return False
-        host = uri.host_bare
-        port = uri.port
+        return self._is_local_at(uri.host_bare, uri.port)
+
+    def _is_local_at(self, host: str, port: int | None) -> bool:
+        """is_local of a URI with this host (lower-case, without IPv6
+        brackets) and port."""
         for a in self.addresses:
             if host == a.host.lower() and (port == a.port or (port is None and a.port == 5060)):
                 return True
@@ -335,11 +410,12 @@ class SipCore:
 
     def _receive_request(self, request: Request, source: Source, now: float) -> list[Output]:
         request = _stamp_via(request, source)
-        tx = self.table.match_request(request)
+        key = server_key(request)
+        tx = self.table.servers.get(key)
         if tx is not None:
             return self._run_server(tx, tx.receive(request, now), source)
         if self._retired_servers:
-            done = self._retired_servers.get(server_key(request))
+            done = self._retired_servers.get(key)
             if done is not None and done[0] > now and request.method != "ACK":
                 _, wire, transport, host, port = done
                 # kept as bytes, parsed again for the (rare) retransmission
@@ -362,7 +438,7 @@ class SipCore:
             early = make_response(request, 483, to_tag=new_tag())
         elif self._looped(request):
             early = make_response(request, 482, to_tag=new_tag())
-        stx = ServerTransaction(request, reliable=source.reliable, timers=self.timers)
+        stx = ServerTransaction(request, reliable=source.reliable, timers=self.timers, key=key)
         ctx = next(self._ids)
         sc = _ServerCtx(ctx, stx, source)
         self._servers[ctx] = sc
@@ -379,8 +455,8 @@ class SipCore:
         digest: str | None = None
         for via in request.vias:
             branch = via.branch or ""
-            if branch.startswith(BRANCH_MAGIC) and self.is_local(
-                SipURI(host=via.host, port=via.port)
+            if branch.startswith(BRANCH_MAGIC) and self._is_local_at(
+                _host_bare(via.host), via.port
             ):
                 digest = digest or loop_hash(request)
                 if branch[7:23] == digest:
@@ -449,7 +525,7 @@ class SipCore:
         over (RFC 6026): without our Via and through the filter of the
         branch's server context, sent on statelessly."""
         vias = response.vias
-        if len(vias) < 2 or not self.is_local(SipURI(host=vias[0].host, port=vias[0].port)):
+        if len(vias) < 2 or not self._is_local_at(_host_bare(vias[0].host), vias[0].port):
             return []
         upstream = response.remove_first("Via")
         if response_filter is not None:
@@ -596,6 +672,7 @@ class SipCore:
         if transport == "UDP":
             params += (("rport", None),)
         via = Via(transport, f"[{a.host}]" if ":" in a.host else a.host, a.port, params)
+        remember_via(via)  # read again when the response comes back
         return request.with_top_via(via)
 
     def send_request(
@@ -801,6 +878,11 @@ class SipCore:
         return self.reply(sc.ctx, status, now, text)
 
 
+def _host_bare(host: str) -> str:
+    """A host as SipURI.host_bare gives it: without IPv6 brackets, lower-case."""
+    return (host[1:-1] if host.startswith("[") else host).lower()
+
+
 def _stamp_via(request: Request, source: Source) -> Request:
     """§18.2.1 and RFC 3581: note the source address in the top Via."""
     if not request.has("Via"):
@@ -815,6 +897,7 @@ def _stamp_via(request: Request, source: Source) -> Request:
             changed = changed.with_param("received", source.host)
     if changed is via:
         return request
+    remember_via(changed)  # read again when the response comes back
     return request.with_top_via(changed, replace=True)
 
 

@@ -61,29 +61,46 @@ class State(Enum):
     TERMINATED = "Terminated"
 
 
+# each action has its own __init__: the dataclass's would run interpreted,
+# a setattr a field, and a transaction makes a few actions per message
+
+
 @dataclass(frozen=True)
 class Send:
     message: SipMessage
+
+    def __init__(self, message: SipMessage) -> None:
+        self.__dict__["message"] = message
 
 
 @dataclass(frozen=True)
 class Deliver:
     message: SipMessage
 
+    def __init__(self, message: SipMessage) -> None:
+        self.__dict__["message"] = message
+
 
 @dataclass(frozen=True)
 class Timeout:
     timer: str
+
+    def __init__(self, timer: str) -> None:
+        self.__dict__["timer"] = timer
 
 
 @dataclass(frozen=True)
 class TransportFailed:
     reason: str
 
+    def __init__(self, reason: str) -> None:
+        self.__dict__["reason"] = reason
+
 
 @dataclass(frozen=True)
 class Terminated:
-    pass
+    def __init__(self) -> None:
+        pass
 
 
 Action = Send | Deliver | Timeout | TransportFailed | Terminated
@@ -277,11 +294,14 @@ class ServerTransaction(Transaction):
         reliable: bool,
         timers: Timers | None = None,
         send_trying: bool = True,
+        key: TransactionKey | None = None,
     ) -> None:
+        """``key``, when given, is ``server_key(request)`` (the core has it
+        already)."""
         super().__init__(reliable, timers or Timers())
         self.request = request
         self.is_invite = request.method == "INVITE"
-        self.key = server_key(request)
+        self.key = server_key(request) if key is None else key
         self.last_response: Response | None = None
         self._interval = self.timers.t1
         self._send_trying = send_trying and self.is_invite
