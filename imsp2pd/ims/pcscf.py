@@ -64,6 +64,10 @@ UNTRUSTED_FROM_UE = (
 )
 
 
+#: what a UE's initial request loses before the P-CSCF routes it
+_UNTRUSTED_AND_ROUTE = (*UNTRUSTED_FROM_UE, "P-Preferred-Identity", "Route")
+
+
 def sanitize_from_ue(request: Request) -> Request:
     """The request without the headers a UE may not assert."""
     return request.remove_header(*UNTRUSTED_FROM_UE)
@@ -106,6 +110,8 @@ def charging_vector(host: str, icid: str | None = None) -> str:
 def asserted_identity(preferred: list[str], associated: tuple[str, ...]) -> str | None:
     """The identity to assert: the first P-Preferred-Identity that belongs
     to the UE, else its default (first) associated identity."""
+    if not preferred:
+        return associated[0] if associated else None
     wanted = set()
     for value in preferred:
         try:
@@ -332,7 +338,7 @@ class Pcscf:
         # enforce the Service-Route learned at registration (TS 24.229 §5.2.6.3.3)
         asserted = (("P-Asserted-Identity", f"<{identity}>"),) if identity is not None else ()
         out = req.edit(
-            remove=(*UNTRUSTED_FROM_UE, "P-Preferred-Identity", "Route"),
+            remove=_UNTRUSTED_AND_ROUTE,
             append=(
                 *asserted,
                 ("P-Charging-Vector", charging_vector(self.config.host)),
