@@ -51,14 +51,25 @@ def _dumps(doc: Doc) -> str:
 
 
 class _SQLiteTxn:
+    """The :class:`~imsp2pd.store.interface.Txn` of a transaction, or of a
+    batch of them: its statements run on one cursor (``conn.execute`` makes
+    one per statement); each method takes what its statement returns before
+    it returns, so the next statement may reset the cursor."""
+
     def __init__(self, conn: sqlite3.Connection, known: dict[str, tuple[str, ...]]) -> None:
-        self._c = conn
+        self._c = conn.cursor()
         self._known = known
+        #: the put statement of each collection, made once
+        self._puts: dict[str, str] = {}
 
     def _table(self, collection: str) -> str:
         if collection not in self._known:
             raise StoreError(f"unknown collection {collection!r} (declare it in a Migration)")
         return f"c_{collection}"
+
+    def execute(self, sql: str) -> None:
+        """A statement without parameters or rows (BEGIN, SAVEPOINT, COMMIT, ...)."""
+        self._c.execute(sql)
 
     def _where(self, collection: str, eq: dict[str, Any]) -> tuple[str, list[Any]]:
         indexes = self._known[collection]
@@ -80,10 +91,11 @@ class _SQLiteTxn:
         return None if row is None else json.loads(row[0])
 
     def put(self, collection: str, key: str, doc: Doc) -> None:
-        self._c.execute(
-            f"INSERT OR REPLACE INTO {self._table(collection)} (key, doc) VALUES (?, ?)",
-            (key, _dumps(doc)),
-        )
+        sql = self._puts.get(collection)
+        if sql is None:
+            sql = f"INSERT OR REPLACE INTO {self._table(collection)} (key, doc) VALUES (?, ?)"
+            self._puts[collection] = sql
+        self._c.execute(sql, (key, _dumps(doc)))
 
     def insert(self, collection: str, key: str, doc: Doc) -> None:
         try:
@@ -328,7 +340,7 @@ class SQLiteStore:
         while len(outcomes) < len(fns):
             first = len(outcomes)
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                txn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 outcomes += _failed(len(fns) - first, f"store: cannot begin: {e}")
                 break
@@ -343,7 +355,7 @@ class SQLiteStore:
                         outcomes[i] = _failed(1, "store: transaction aborted in its batch")[0]
                 continue
             try:
-                conn.execute("COMMIT")
+                txn.execute("COMMIT")
             except sqlite3.Error as e:
                 self._rollback()
                 outcomes[first:] = _failed(len(outcomes) - first, f"store: commit failed: {e}")
@@ -358,7 +370,7 @@ class SQLiteStore:
     ) -> tuple[bool, Any, bool]:
         """One transaction of a batch in its savepoint: (ok, result, transaction broken)."""
         try:
-            conn.execute("SAVEPOINT txn")
+            txn.execute("SAVEPOINT txn")
         except sqlite3.Error as e:
             return False, Failure(StoreError(f"store: savepoint failed: {e}")), True
         ok: bool
@@ -371,7 +383,7 @@ class SQLiteStore:
             ends = ("ROLLBACK TO txn", "RELEASE txn")
         try:
             for sql in ends:
-                conn.execute(sql)
+                txn.execute(sql)
         except sqlite3.Error as e:
             if ok:
                 ok, value = False, Failure(StoreError(f"store: transaction broken: {e}"))

@@ -279,6 +279,10 @@ class FlakyConn:
                 raise sqlite3.OperationalError(f"injected failure of {sql}")
         return self._conn.execute(sql, *args)
 
+    def cursor(self) -> FlakyConn:
+        """A batch runs its statements on one cursor: they come here too."""
+        return self
+
     def close(self) -> None:
         self._conn.close()
 
@@ -356,3 +360,46 @@ def test_a_forked_child_gets_its_own_worker_and_connection(store: Any) -> None:
     out.watch(s.transact(put("again")), "again")
     reactor.pump(lambda: len(out) == 2)
     assert out.of("again") == "again"
+
+
+def test_a_batch_reads_as_each_transaction_alone_would(tmp_path: Path) -> None:
+    # The statements of a batch share one cursor: a read left unfinished (get
+    # reads one row; scan is iterated while other statements run) must not
+    # mix with the next statement, and a failed transaction's savepoint still
+    # undoes only its own writes.
+    def fn(txn: Any) -> Any:
+        first = txn.get("things", "a")
+        seen = []
+        for key, doc in txn.scan("things"):
+            seen.append((key, doc, txn.get("things", "b"), txn.count("things", owner="x")))
+            txn.put("things", key + "!", {"owner": "y", "n": doc["n"]})
+        found = txn.find("things", owner="y")
+        gone = txn.delete("things", "b!")
+        return first, seen, found, gone, txn.get("things", "b!"), txn.count("things")
+
+    def fails(txn: Any) -> None:
+        txn.put("things", "zzz", {"owner": "z", "n": 0})
+        txn.insert("things", "a", {"owner": "x", "n": 9})  # Conflict: undone, zzz too
+
+    def seed(txn: Any) -> None:
+        txn.put("things", "a", {"owner": "x", "n": 1})
+        txn.put("things", "b", {"owner": "x", "n": 2})
+
+    results = []
+    for batched in (False, True):
+        s = SQLiteStore(tmp_path / f"{batched}.sqlite")
+        s.migrate([M1])
+        s.transact_now(seed)
+        if batched:
+            outcomes = s._run_batch([fails, fn, fails])
+            assert [ok for ok, _ in outcomes] == [False, True, False]
+            assert isinstance(outcomes[0][1].value, Conflict)
+            results.append(outcomes[1][1])
+        else:
+            with pytest.raises(Conflict):
+                s.transact_now(fails)
+            results.append(s.transact_now(fn))
+        assert s.transact_now(lambda txn: txn.get("things", "zzz")) is None
+        s.close()
+    assert results[0] == results[1]
+    assert results[0][0] == {"owner": "x", "n": 1} and results[0][3] is True
