@@ -193,6 +193,24 @@ _FIELDS = frozenset(["headers", "body", "method", "uri", "status", "reason"])
 _LNAMES: dict[str, str] = {}
 
 
+_setattr = object.__setattr__
+#: what a copy keeps of the original's __dict__, by what changed (see
+#: Message._derive): the fields, and the views of the headers unchanged
+_KEPT: dict[str | frozenset[str] | None, frozenset[str]] = {}
+
+
+def _kept(changed: str | frozenset[str] | None) -> frozenset[str]:
+    if changed is None:
+        keep = _FIELDS
+    elif isinstance(changed, str):
+        keep = _FIELDS | {k for k, h in _VIEWS.items() if h != changed}
+    else:
+        keep = _FIELDS | {k for k, h in _VIEWS.items() if h not in changed}
+    if len(_KEPT) < 1024:  # the sets of names the program edits: a few
+        _KEPT[changed] = keep
+    return keep
+
+
 def _lname(name: str) -> str:
     """The lower-case canonical name of ``name`` (memoised: the names asked
     for are the program's own, a bounded set)."""
@@ -250,20 +268,10 @@ class Message:
         ``changed`` (a lower-case name, or a set of them; None: all may have
         changed) are kept."""
         new = object.__new__(type(self))
-        d = new.__dict__
-        if isinstance(changed, str):
-            for k, v in self.__dict__.items():
-                if k in _FIELDS or _VIEWS.get(k, changed) != changed:
-                    d[k] = v
-        elif changed is not None:
-            for k, v in self.__dict__.items():
-                if k in _FIELDS or (k in _VIEWS and _VIEWS[k] not in changed):
-                    d[k] = v
-        else:
-            for k, v in self.__dict__.items():
-                if k in _FIELDS:
-                    d[k] = v
+        keep = _KEPT.get(changed) or _kept(changed)
+        d = {k: v for k, v in self.__dict__.items() if k in keep}
         d["headers"] = headers
+        _setattr(new, "__dict__", d)
         return new
 
     def edit(

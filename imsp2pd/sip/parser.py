@@ -332,6 +332,14 @@ _LINES_MAX = 8192
 _LINE_KEPT_MAX = 512
 
 
+#: parse_via and parse_name_addr without their caches, for _read_line: a line
+#: it reads is new to _LINES, so its Vias or address are most likely new to
+#: those caches too (a branch, a tag), where they would only push out what
+#: other callers keep and cost a look-up, an insertion and an eviction each
+_parse_via_once = parse_via.__wrapped__
+_parse_name_addr_once = parse_name_addr.__wrapped__
+
+
 def _read_line(line: str) -> tuple[int, str, Any, Any, Any] | None:
     """What _parse_plain takes from one header line, when nothing in it is
     wrong (otherwise None or a SipParseError): its kind, lower-case name,
@@ -351,17 +359,17 @@ def _read_line(line: str) -> tuple[int, str, Any, Any, Any] | None:
         and not ("," in value or '"' in value or "\\" in value or "<" in value or ">" in value)
     ):
         # the usual: one Via (what _ONE_ELEMENT_RE would say, quicker)
-        return kind, lname, ((cname, value),), (value,), (parse_via(value),)
+        return kind, lname, ((cname, value),), (value,), (_parse_via_once(value),)
     if kind == _K_LIST or kind == _K_VIA:
         if _ONE_ELEMENT_RE.fullmatch(value) is None:
             items = tuple(split_list(value))
         else:
             items = (value,) if value else ()
         if kind == _K_VIA:
-            parsed = tuple([parse_via(item) for item in items])
+            parsed = tuple([_parse_via_once(item) for item in items])
         return kind, lname, tuple([(cname, item) for item in items]), items, parsed
     if kind == _K_FROM or kind == _K_TO:
-        parsed = parse_name_addr(value)
+        parsed = _parse_name_addr_once(value)
     elif kind == _K_CSEQ:
         parsed = parse_cseq(value)
     elif kind == _K_CALL_ID:

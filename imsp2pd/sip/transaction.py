@@ -187,13 +187,18 @@ class ClientTransaction(Transaction):
     transactions; ``start`` sends the request."""
 
     def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None) -> None:
-        super().__init__(reliable, timers or Timers())
-        if request.method == "ACK":
+        # Transaction.__init__ inline (one made per request sent)
+        method = request.method
+        if method == "ACK":
             raise ValueError("ACK is not sent in a client transaction")
+        self.reliable = reliable
+        self.timers = timers = timers or Timers()
+        self.state = State.INIT
+        self._deadlines: dict[str, float] = {}
         self.request = request
-        self.is_invite = request.method == "INVITE"
+        self.is_invite = method == "INVITE"
         self.key = client_key(request)
-        self._interval = self.timers.t1
+        self._interval = timers.t1
         self.ack: Request | None = None
 
     def start(self, now: float) -> list[Action]:
@@ -298,12 +303,16 @@ class ServerTransaction(Transaction):
     ) -> None:
         """``key``, when given, is ``server_key(request)`` (the core has it
         already)."""
-        super().__init__(reliable, timers or Timers())
+        # Transaction.__init__ inline (one made per request received)
+        self.reliable = reliable
+        self.timers = timers = timers or Timers()
+        self.state = State.INIT
+        self._deadlines: dict[str, float] = {}
         self.request = request
         self.is_invite = request.method == "INVITE"
         self.key = server_key(request) if key is None else key
         self.last_response: Response | None = None
-        self._interval = self.timers.t1
+        self._interval = timers.t1
         self._send_trying = send_trying and self.is_invite
 
     def start(self, now: float) -> list[Action]:
