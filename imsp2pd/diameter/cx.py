@@ -78,6 +78,39 @@ def cx_head(d: Dictionary | None = None) -> tuple[Avp, Avp]:
     return _cx_head(d or default_dictionary())
 
 
+#: What a Cx request from an origin to a realm (and host) has after its
+#: Session-Id, by (dictionary id, origin host and realm, realm, host), with
+#: the dictionary it was made with; emptied when full.
+_HEADS: dict[tuple[int, str, str, str, str | None], tuple[Dictionary, tuple[Avp, ...]]] = {}
+
+
+def _request_head(
+    d: Dictionary, origin: Origin, dest_realm: str, dest_host: str | None
+) -> tuple[Avp, ...]:
+    """Vendor-Specific-Application-Id, Auth-Session-State, Origin-Host,
+    Origin-Realm, Destination-Host (if any) and Destination-Realm: made once
+    per origin and destination (a CSCF sends every request from the same
+    origin, most to the same realm), not looked up AVP by AVP per request."""
+    key = (id(d), origin.host, origin.realm, dest_realm, dest_host)
+    found = _HEADS.get(key)
+    if found is not None and found[0] is d:
+        return found[1]
+    app, state = _cx_head(d)
+    head = [
+        app,
+        state,
+        d.constant(AvpCode.ORIGIN_HOST, origin.host),
+        d.constant(AvpCode.ORIGIN_REALM, origin.realm),
+    ]
+    if dest_host:
+        head.append(d.constant(AvpCode.DESTINATION_HOST, dest_host))
+    head.append(d.constant(AvpCode.DESTINATION_REALM, dest_realm))
+    if len(_HEADS) >= 256:
+        _HEADS.clear()
+    made = _HEADS[key] = (d, tuple(head))
+    return made[1]
+
+
 def _cx_request(
     command: Command,
     origin: Origin,
@@ -87,19 +120,8 @@ def _cx_request(
     body: Iterable[Avp],
     d: Dictionary,
 ) -> Message:
-    app, state = _cx_head(d)
-    avps = [
-        d.make(AvpCode.SESSION_ID, session_id),
-        app,
-        state,
-        d.constant(AvpCode.ORIGIN_HOST, origin.host),
-        d.constant(AvpCode.ORIGIN_REALM, origin.realm),
-    ]
-    if dest_host:
-        avps.append(d.constant(AvpCode.DESTINATION_HOST, dest_host))
-    avps.append(d.constant(AvpCode.DESTINATION_REALM, dest_realm))
-    avps.extend(body)
-    return request(command, Application.CX, avps)
+    head = _request_head(d, origin, dest_realm, dest_host)
+    return request(command, Application.CX, (d.make(AvpCode.SESSION_ID, session_id), *head, *body))
 
 
 def uar(
@@ -126,6 +148,24 @@ def uar(
     )
 
 
+#: SIP-Auth-Data-Item holding only a SIP-Authentication-Scheme, by (dictionary
+#: id, scheme), with its dictionary: what an MAR asks for but when it resynchronises
+_SCHEME_ITEMS: dict[tuple[int, str], tuple[Dictionary, Avp]] = {}
+
+
+def _scheme_item(d: Dictionary, scheme: str) -> Avp:
+    found = _SCHEME_ITEMS.get((id(d), scheme))
+    if found is not None and found[0] is d:
+        return found[1]
+    item = keep_encoded(
+        d.group(TgppAvp.SIP_AUTH_DATA_ITEM, d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, scheme))
+    )
+    if len(_SCHEME_ITEMS) >= 64:
+        _SCHEME_ITEMS.clear()
+    _SCHEME_ITEMS[(id(d), scheme)] = (d, item)
+    return item
+
+
 def mar(
     origin: Origin,
     session_id: str,
@@ -141,14 +181,19 @@ def mar(
 ) -> Message:
     """MAR; ``authorization`` is RAND || AUTS when the UE asks to resynchronise."""
     d = d or default_dictionary()
-    item = [d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, scheme)]
-    if authorization is not None:
-        item.append(d.make(TgppAvp.SIP_AUTHORIZATION, authorization))
+    if authorization is None:
+        item = _scheme_item(d, scheme)
+    else:
+        item = d.group(
+            TgppAvp.SIP_AUTH_DATA_ITEM,
+            d.constant(TgppAvp.SIP_AUTHENTICATION_SCHEME, scheme),
+            d.make(TgppAvp.SIP_AUTHORIZATION, authorization),
+        )
     body = [
         d.make(AvpCode.USER_NAME, impi),
         d.make(TgppAvp.PUBLIC_IDENTITY, impu),
         d.constant(TgppAvp.SIP_NUMBER_AUTH_ITEMS, items),
-        d.group(TgppAvp.SIP_AUTH_DATA_ITEM, *item),
+        item,
         d.constant(TgppAvp.SERVER_NAME, server_name),
     ]
     return _cx_request(Command.MULTIMEDIA_AUTH, origin, session_id, dest_realm, dest_host, body, d)
