@@ -25,7 +25,7 @@ from imsp2pd.diameter.codes import (
     Vendor,
 )
 from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
-from imsp2pd.diameter.message import Message, request
+from imsp2pd.diameter.message import Message, request, result_of
 
 #: SIP-Authentication-Scheme values (TS 29.229 6.3.9).
 SCHEME_DIGEST = "SIP Digest"
@@ -302,15 +302,8 @@ class Outcome:
 
 
 def outcome(msg: Message) -> Outcome:
-    code = msg.get_int(AvpCode.RESULT_CODE)
-    if code is not None:
-        return Outcome(code, False)
-    exp = msg.find(AvpCode.EXPERIMENTAL_RESULT)
-    if exp is not None and exp.type is AvpType.GROUPED:
-        value = exp.get(AvpCode.EXPERIMENTAL_RESULT_CODE)
-        if isinstance(value, int):
-            return Outcome(value, True)
-    return Outcome(0, False)
+    code, experimental = result_of(msg.avps)
+    return Outcome(code, experimental) if code is not None else Outcome(0, False)
 
 
 @quick_init

@@ -125,15 +125,7 @@ class Message:
     @property
     def result_code(self) -> int | None:
         """Result-Code, or else the Experimental-Result-Code (with its vendor unknown here)."""
-        code = self.get_int(AvpCode.RESULT_CODE)
-        if code is not None:
-            return code
-        experimental = self.find(AvpCode.EXPERIMENTAL_RESULT)
-        if experimental is not None and experimental.type is AvpType.GROUPED:
-            inner = experimental.get(AvpCode.EXPERIMENTAL_RESULT_CODE)
-            if isinstance(inner, int):
-                return inner
-        return None
+        return result_of(self.avps)[0]
 
     def with_avps(self, *avps: Avp) -> Message:
         return replace(self, avps=self.avps + avps)
@@ -155,6 +147,37 @@ class Message:
             )
             + body
         )
+
+
+_RESULT_CODE = int(AvpCode.RESULT_CODE)
+_EXPERIMENTAL_RESULT = int(AvpCode.EXPERIMENTAL_RESULT)
+_EXPERIMENTAL_RESULT_CODE = int(AvpCode.EXPERIMENTAL_RESULT_CODE)
+
+
+def result_of(avps: tuple[Avp, ...]) -> tuple[int | None, bool]:
+    """(the value of the first Result-Code if it is an integer, False), else
+    (the first Experimental-Result-Code of the first Experimental-Result if
+    that is Grouped and the code an integer, True), else (None, False): what
+    looking each up in turn gives, in one pass over the AVPs."""
+    result_seen = False
+    experimental: Avp | None = None
+    for a in avps:
+        code = a.code
+        if code == _RESULT_CODE:
+            if not result_seen and not a.vendor:
+                value = a.value
+                if isinstance(value, int):
+                    return value, False
+                result_seen = True
+        elif code == _EXPERIMENTAL_RESULT and experimental is None and not a.vendor:
+            experimental = a
+    if experimental is not None and experimental.type is AvpType.GROUPED:
+        assert isinstance(experimental.value, tuple)
+        for a in experimental.value:
+            if a.code == _EXPERIMENTAL_RESULT_CODE and not a.vendor:
+                value = a.value
+                return (value, True) if isinstance(value, int) else (None, False)
+    return None, False
 
 
 def message_length(data: bytes | bytearray, offset: int = 0) -> int | None:
