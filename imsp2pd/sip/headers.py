@@ -365,7 +365,7 @@ def unquote_param(value: str | None) -> str | None:
 
 
 def format_header_params(params: Params) -> str:
-    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    return "".join([f";{n}" if v is None else f";{n}={v}" for n, v in params])
 
 
 @dataclass(frozen=True)

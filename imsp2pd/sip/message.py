@@ -346,12 +346,12 @@ class Message:
         for n, v in self.headers:
             if (_LNAMES.get(n) or n.lower()) == lname:
                 if not placed:
-                    out.extend((cname, x) for x in values)
+                    out.extend([(cname, x) for x in values])
                     placed = True
             else:
                 out.append((n, v))
         if not placed:
-            out.extend((cname, x) for x in values)
+            out.extend([(cname, x) for x in values])
         return self._derive(tuple(out), lname)
 
     def remove_header(self: _M, *names: str) -> _M:
@@ -359,9 +359,11 @@ class Message:
         lnames = {_lname(name) for name in names}
         if lnames.isdisjoint(self._index):
             return self
-        changed = next(iter(lnames)) if len(lnames) == 1 else None
+        changed = next(iter(lnames)) if len(lnames) == 1 else frozenset(lnames)
         return self._derive(
-            tuple(hv for hv in self.headers if (_LNAMES.get(hv[0]) or hv[0].lower()) not in lnames),
+            tuple(
+                [hv for hv in self.headers if (_LNAMES.get(hv[0]) or hv[0].lower()) not in lnames]
+            ),
             changed,
         )
 
@@ -385,7 +387,7 @@ class Message:
 
     def append_header(self: _M, name: str, *values: str) -> _M:
         cname = canonical_name(name)
-        return self._derive(self.headers + tuple((cname, v) for v in values), _lname(name))
+        return self._derive(self.headers + tuple([(cname, v) for v in values]), _lname(name))
 
     def with_top_via(self: _M, via: Via, *, replace: bool = False) -> _M:
         """A copy with ``via`` on top: before the other Vias, or in place of

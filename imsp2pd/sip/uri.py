@@ -107,7 +107,7 @@ def _parse_params(text: str, what: str) -> Params:
 
 
 def _format_params(params: Params) -> str:
-    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    return "".join([f";{n}" if v is None else f";{n}={v}" for n, v in params])
 
 
 def _param(params: Params, name: str) -> str | None:
@@ -120,7 +120,10 @@ def _param(params: Params, name: str) -> str | None:
 
 def _has_param(params: Params, name: str) -> bool:
     lname = name.lower()
-    return any(n.lower() == lname for n, _ in params)
+    for n, _ in params:
+        if n.lower() == lname:
+            return True
+    return False
 
 
 def _param_map(obj: object, params: Params) -> dict[str, str | None]:
@@ -159,13 +162,14 @@ def _cached_has_param(obj: object, params: Params, name: str) -> bool:
 
 def _set_param(params: Params, name: str, value: str | None) -> Params:
     lname = name.lower()
-    kept = tuple((n, v) for n, v in params if n.lower() != lname)
-    return kept + ((name, value),)
+    kept = [p for p in params if p[0].lower() != lname]
+    kept.append((name, value))
+    return tuple(kept)
 
 
 def _drop_param(params: Params, name: str) -> Params:
     lname = name.lower()
-    return tuple((n, v) for n, v in params if n.lower() != lname)
+    return tuple([p for p in params if p[0].lower() != lname])
 
 
 _Framed = TypeVar("_Framed")
