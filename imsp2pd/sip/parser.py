@@ -376,7 +376,7 @@ def _read_line(line: str) -> tuple[int, str, Any, Any, Any] | None:
         if not value or " " in value or "\t" in value:
             return None
     elif kind == _K_MAX_FORWARDS:
-        parse_int_header(value, "Max-Forwards", maximum=255)
+        parsed = parse_int_header(value, "Max-Forwards", maximum=255)
     elif kind == _K_EXPIRES:
         parse_int_header(value, "Expires")
     elif kind == _K_CONTENT_LENGTH:
@@ -450,6 +450,7 @@ def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessag
     from_: NameAddr | None = None
     to: NameAddr | None = None
     cseq: CSeq | None = None
+    max_forwards: int | None = None
     length = -1
     seen = _LINES.get
     append = fields.append
@@ -497,6 +498,8 @@ def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessag
                 to = parsed
             elif kind == _K_CSEQ:
                 cseq = parsed
+            elif kind == _K_MAX_FORWARDS:
+                max_forwards = parsed
     if not vias or from_ is None or to is None or cseq is None or "call-id" not in index:
         return None
     if length >= 0:
@@ -515,6 +518,7 @@ def _parse_plain(lines: list[str], body: bytes, check_length: bool) -> SipMessag
         "_index": index,
         "from_": from_,
         "to": to,
+        "max_forwards": max_forwards,
     }
     msg: SipMessage
     if method is not None:
@@ -580,7 +584,7 @@ def _build(
             if ln not in present:
                 raise SipParseError(f"Missing {name} header")
     vias = []
-    parsed: dict[str, object] = {}
+    parsed: dict[str, object] = {"max_forwards": None}
     checked = _CHECKED
     index: dict[str, list[str]] = {}  # Message._index, made here from the names we have
     for (n, v), ln in zip(headers, lnames, strict=True):
@@ -602,7 +606,7 @@ def _build(
             if not v or " " in v or "\t" in v:
                 raise SipParseError("Bad Call-ID")
         elif ln == "max-forwards":
-            parse_int_header(v, "Max-Forwards", maximum=255)
+            parsed["max_forwards"] = parse_int_header(v, "Max-Forwards", maximum=255)
         else:  # expires
             parse_int_header(v, "Expires")
     cseq = parse_cseq(headers[lnames.index("cseq")][1])

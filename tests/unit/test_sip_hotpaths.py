@@ -14,12 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imsp2pd.sip import parser, proxy, transaction
+from imsp2pd.sip.errors import SipParseError
 from imsp2pd.sip.headers import Via, parse_via
-from imsp2pd.sip.message import Request
+from imsp2pd.sip.message import Request, Response, SipMessage
 from imsp2pd.sip.parser import parse_message, remember_via
 from imsp2pd.sip.uri import SipURI
 
-from .test_sip_strategies import ipv4, vias
+from .test_sip_strategies import ipv4, requests, responses, vias
 
 #: the dataclasses given their own __init__ (made often: per message)
 OWN_INIT = [
@@ -150,3 +151,24 @@ def test_a_stamped_via_is_remembered_as_the_parser_reads_it(
     req.__dict__["top_via"] = received
     stamped = proxy._stamp_via(req, proxy.Source("UDP", src, port))
     _same_as_read(stamped.top_via)
+
+
+def _fresh(m: SipMessage) -> SipMessage:
+    """The same message with nothing cached."""
+    if isinstance(m, Request):
+        return Request(m.headers, m.body, method=m.method, uri=m.uri)
+    return Response(m.headers, m.body, status=m.status, reason=m.reason)
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=st.one_of(requests(), responses()))
+def test_the_views_a_parse_keeps_are_what_the_views_compute(m: SipMessage) -> None:
+    parser._LINES.clear()
+    for _ in range(2):  # the lines new, then kept
+        try:
+            parsed = parse_message(m.encode())
+        except SipParseError:
+            return
+        fresh = _fresh(parsed)
+        for name in ("vias", "top_via", "from_", "to", "cseq", "max_forwards", "_index"):
+            assert parsed.__dict__[name] == getattr(fresh, name), name

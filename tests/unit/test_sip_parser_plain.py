@@ -90,6 +90,7 @@ def outcome(parse, data: bytes, **kw: bool) -> object:  # type: ignore[no-untype
         d["from_"],
         d["to"],
         d["_index"],
+        d["max_forwards"],
         m.headers,
         m.body,
     )
