@@ -11,7 +11,6 @@ from __future__ import annotations
 from ipaddress import ip_address
 from typing import Any, Protocol
 
-from twisted.internet import tcp
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -54,9 +53,6 @@ class DiameterProtocol(TwistedProtocol):
         #: out ("out"), for captures and conformance tests.
         self.tap = tap
         self.closed = False
-        #: the socket of a plain TCP transport, written to directly (see :meth:`_write`)
-        self._socket: Any = None
-        self._pending: list[bytes] = []
 
     @property
     def peer(self) -> PeerInfo | None:
@@ -72,8 +68,6 @@ class DiameterProtocol(TwistedProtocol):
         if hasattr(transport, "setTcpNoDelay"):
             # Request/answer traffic: Nagle's algorithm only adds delay.
             transport.setTcpNoDelay(True)
-        if isinstance(transport, tcp.Connection):
-            self._socket = transport.socket
         addresses: tuple[IPAddress, ...] = ()
         try:
             addresses = (ip_address(transport.getHost().host),)
@@ -127,11 +121,10 @@ class DiameterProtocol(TwistedProtocol):
                 if not self.closed:
                     if self.tap is not None:
                         self.tap("out", event.data, self)
-                    self._write(transport, event.data)
+                    transport.write(event.data)
             elif isinstance(event, Close):
                 self.log.info("closing Diameter connection: {reason}", reason=event.reason)
                 if not self.closed:
-                    self._flush()  # what was sent before the close goes first
                     transport.loseConnection()
                 rest.append(event)
             else:
@@ -139,47 +132,6 @@ class DiameterProtocol(TwistedProtocol):
         if rest:
             self.owner.handle_events(self, rest)
         self._rearm()
-
-    def _write(self, transport: Any, data: bytes) -> None:
-        """``transport.write(data)``, but on a plain TCP connection the bytes
-        of a reactor turn are sent to the socket together at its end (see
-        :meth:`_flush`) instead of waiting for Twisted to watch the socket for
-        writability and send at the next turn (two epoll changes and a turn)."""
-        if self._socket is None:
-            transport.write(data)
-            return
-        pending = self._pending
-        pending.append(data)
-        if len(pending) == 1:
-            self.owner.reactor.callLater(0, self._flush)
-
-    def _flush(self) -> None:
-        """Send what :meth:`_write` kept: to the socket when Twisted holds
-        nothing back (nothing buffered, no TLS, not closing); what the socket
-        does not take, or any error, is left to ``transport.write`` as before."""
-        pending = self._pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        transport: Any = self.transport
-        if (
-            not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
-            and not transport.TLS
-            and transport.producer is None
-        ):
-            try:
-                sent = self._socket.send(data)
-            except OSError:  # would block, or broken: the transport finds out and tells
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
 
     def _on_timer(self) -> None:
         self._timer = None
