@@ -469,8 +469,8 @@ class Hss:
         if isinstance(pair, Message):
             return pair
         sub, ident = pair
-        items = cx.auth_items(req)
-        scheme = items[0].scheme if items else cx.SCHEME_UNKNOWN
+        item = cx.requested_item(req)  # (scheme, authorization) of the first item
+        scheme = item[0] if item is not None else cx.SCHEME_UNKNOWN
         if scheme == cx.SCHEME_UNKNOWN:
             scheme = cx.SCHEME_AKA if sub.get("aka") else cx.SCHEME_DIGEST
         server = req.get_str(TgppAvp.SERVER_NAME)
@@ -480,7 +480,7 @@ class Hss:
         if scheme == cx.SCHEME_DIGEST and sub.get("ha1"):
             return self._digest_answer(req, sub)
         if scheme == cx.SCHEME_AKA and sub.get("aka"):
-            authorization = items[0].authorization if items else None
+            authorization = item[1] if item is not None else None
             return self._aka_answer(txn, req, sub, authorization)
         return self._exp(
             req,
