@@ -58,6 +58,9 @@ DEFAULT_MAX_FORWARDS = 70
 
 #: what a TU does to every response relayed upstream on a context
 ResponseFilter = Callable[[Response], Response]
+#: the header edits of a forwarded request: Message.edit's drop_first,
+#: replace and prepend
+_Edits = tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -588,12 +591,23 @@ class SipCore:
         if sc is None or sc.answered:
             return []
         try:
-            prepared, hop = self.prepare_forward(request, sc.source, record_route=record_route)
+            base, edits, routes = self._forward_edits(request, sc.source, record_route)
+            first = parse_name_addr(routes[0]) if routes else None
         except SipParseError as exc:
             return self.reply(ctx, exc.status, now, exc.reason)
-        if target is None:
-            target = uri_target(hop, default_transport="UDP")
-        prepared, target = self._add_via(prepared, target, sc.tx.request)
+        if first is None or not isinstance(first.uri, SipURI) or first.uri.is_loose_router:
+            # the usual: loose routing, the edits and our Via in one copy
+            if target is None:
+                target = uri_target(base.uri if first is None else first.uri)
+            prepared, target = self._edit_with_via(base, edits, target, sc.tx.request)
+        else:
+            try:
+                prepared, hop = self._next_hop(_edit(base, edits), routes)
+            except SipParseError as exc:
+                return self.reply(ctx, exc.status, now, exc.reason)
+            if target is None:
+                target = uri_target(hop, default_transport="UDP")
+            prepared, target = self._add_via(prepared, target, sc.tx.request)
         sc.intercept = intercept
         sc.response_filter = response_filter
         return self._start_client(prepared, target, now, server_ctx=ctx)
@@ -612,6 +626,16 @@ class SipCore:
     ) -> tuple[Request, URI]:
         """§16.4 and §16.6 steps 1–7: route preprocessing, Max-Forwards,
         Record-Route, and the next hop (loose or strict routing)."""
+        base, edits, routes = self._forward_edits(request, source, record_route)
+        return self._next_hop(_edit(base, edits), routes)
+
+    def _forward_edits(
+        self, request: Request, source: Source, record_route: bool
+    ) -> tuple[Request, _Edits, list[str]]:
+        """The first part of prepare_forward: the request (its Request-URI
+        restored after a strict router), the header edits (our Route entry
+        dropped, Max-Forwards, Record-Route) as arguments of
+        :meth:`Message.edit`, and the Route values left."""
         routes = request.get_all("Route")
         # §16.4: a strict router before us put our Record-Route in the R-URI
         ruri = request.uri
@@ -626,15 +650,17 @@ class SipCore:
         if ours:
             routes = routes[1:]
         mf = request.max_forwards
-        request = request.edit(
-            drop_first=("Route",) if ours else (),
-            replace=(
-                ("Max-Forwards", str((mf if mf is not None else DEFAULT_MAX_FORWARDS + 1) - 1)),
-            ),
-            prepend=(("Record-Route", self.record_route_uri(source.transport)),)
-            if record_route
-            else (),
+        edits: _Edits = (
+            ("Route",) if ours else (),
+            (("Max-Forwards", str((mf if mf is not None else DEFAULT_MAX_FORWARDS + 1) - 1)),),
+            (("Record-Route", self.record_route_uri(source.transport)),) if record_route else (),
         )
+        return request, edits, routes
+
+    def _next_hop(self, request: Request, routes: list[str]) -> tuple[Request, URI]:
+        """The second part of prepare_forward: the next hop of the edited
+        ``request`` given the Route values left (strict routing rewrites
+        the request)."""
         if routes:
             first = parse_name_addr(routes[0])
             if isinstance(first.uri, SipURI) and not first.uri.is_loose_router:
@@ -664,16 +690,56 @@ class SipCore:
             out = self._with_via(request, fitted.transport, branch)
         return out, fitted
 
-    def _with_via(self, request: Request, transport: str, branch: str) -> Request:
-        """``request`` with our Via on top; the parsed Via is kept with it,
-        so the client transaction need not parse what we wrote."""
+    def _edit_with_via(
+        self,
+        request: Request,
+        edits: _Edits,
+        target: Target,
+        original: Request,
+    ) -> tuple[Request, Target]:
+        """``request.edit(**edits)`` then :meth:`_add_via`, in one copy: our
+        Via is the last field prepended (before the first Via, as
+        with_top_via puts it), and the parsed Vias are kept as it keeps
+        them."""
+        branch = f"{BRANCH_MAGIC}{loop_hash(original)}.{new_branch()[7:]}"
+        out = self._edit_via(request, edits, target.transport, branch)
+        fitted = fit_transport(target, len(out.encode()))
+        if fitted is not target:
+            out = self._edit_via(request, edits, fitted.transport, branch)
+        return out, fitted
+
+    def _edit_via(
+        self,
+        request: Request,
+        edits: _Edits,
+        transport: str,
+        branch: str,
+    ) -> Request:
+        via = self._our_via(transport, branch)
+        drop_first, replace, prepend = edits
+        out = request.edit(
+            drop_first=drop_first, replace=replace, prepend=(*prepend, ("Via", str(via)))
+        )
+        d = out.__dict__
+        d["top_via"] = via
+        old = request.__dict__.get("vias")
+        if old is not None:
+            d["vias"] = [via, *old]
+        return out
+
+    def _our_via(self, transport: str, branch: str) -> Via:
         a = self.address_for(transport)
         params: tuple[tuple[str, str | None], ...] = (("branch", branch),)
         if transport == "UDP":
             params += (("rport", None),)
         via = Via(transport, f"[{a.host}]" if ":" in a.host else a.host, a.port, params)
         remember_via(via)  # read again when the response comes back
-        return request.with_top_via(via)
+        return via
+
+    def _with_via(self, request: Request, transport: str, branch: str) -> Request:
+        """``request`` with our Via on top; the parsed Via is kept with it,
+        so the client transaction need not parse what we wrote."""
+        return request.with_top_via(self._our_via(transport, branch))
 
     def send_request(
         self, request: Request, now: float, *, target: Target | None = None
@@ -876,6 +942,11 @@ class SipCore:
         status = 408 if reason == "timeout" else 500
         text = "Request Timeout" if status == 408 else "Next Hop Unreachable"
         return self.reply(sc.ctx, status, now, text)
+
+
+def _edit(request: Request, edits: _Edits) -> Request:
+    drop_first, replace, prepend = edits
+    return request.edit(drop_first=drop_first, replace=replace, prepend=prepend)
 
 
 def _host_bare(host: str) -> str:

@@ -172,3 +172,68 @@ def test_the_views_a_parse_keeps_are_what_the_views_compute(m: SipMessage) -> No
         fresh = _fresh(parsed)
         for name in ("vias", "top_via", "from_", "to", "cseq", "max_forwards", "_index"):
             assert parsed.__dict__[name] == getattr(fresh, name), name
+
+
+def _forwarded(core: proxy.SipCore, request: Request, record_route: bool) -> object:
+    """What forward sends for ``request`` received from a UE, or its fault."""
+    try:
+        events = core.receive(request, proxy.Source("UDP", "10.0.0.9", 5060), 1.0)
+        inc = [e for e in events if isinstance(e, proxy.IncomingRequest)]
+        if not inc:
+            return ("no request", [type(e).__name__ for e in events])
+        out = core.forward(inc[0].ctx, inc[0].request, 1.0, record_route=record_route)
+    except SipParseError as exc:
+        return ("fault", exc.reason, exc.status)
+    return [
+        (
+            type(o).__name__,
+            o.message.start_line(),
+            o.message.headers,
+            o.message.body,
+            o.message.__dict__.get("vias"),
+            o.message.__dict__.get("top_via"),
+            o.target,
+        )
+        if isinstance(o, proxy.Transmit)
+        else o
+        for o in out
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    m=requests(),
+    record_route=st.booleans(),
+    route=st.sampled_from(["", "<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:5060>"]),
+    nxt=st.sampled_from(["", "<sip:10.1.1.1:5070;lr>", "<sip:10.1.1.1;transport=tcp>"]),
+    big=st.booleans(),
+)
+def test_forward_in_one_copy_sends_what_the_two_copies_sent(
+    m: Request,
+    record_route: bool,
+    route: str,
+    nxt: str,
+    big: bool,
+) -> None:
+    if m.method in ("ACK", "CANCEL"):
+        return
+    extra = tuple(("Route", r) for r in (route, nxt) if r)
+    body = b"x" * 1400 if big else m.body
+    m = Request(extra + m.headers, body, method=m.method, uri=m.uri)
+    try:
+        m = parse_message(m.encode())  # as a proxy gets it
+    except SipParseError:
+        return
+    assert isinstance(m, Request)
+    one = proxy.SipCore(addresses=[proxy.LocalAddress("UDP", "127.0.0.1", 5060)])
+    two = proxy.SipCore(addresses=[proxy.LocalAddress("UDP", "127.0.0.1", 5060)])
+
+    def two_copies(
+        base: Request, edits: Any, target: proxy.Target, original: Request
+    ) -> tuple[Request, proxy.Target]:
+        return two._add_via(proxy._edit(base, edits), target, original)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(proxy, "new_branch", lambda: "z9hG4bKfixed1")
+        mp.setattr(two, "_edit_with_via", two_copies)
+        assert _forwarded(one, m, record_route) == _forwarded(two, m, record_route)
