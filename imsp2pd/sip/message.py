@@ -269,9 +269,11 @@ class Message:
         changed) are kept."""
         new = object.__new__(type(self))
         keep = _KEPT.get(changed) or _kept(changed)
-        d = {k: v for k, v in self.__dict__.items() if k in keep}
+        d = new.__dict__
+        for k, v in self.__dict__.items():
+            if k in keep:
+                d[k] = v
         d["headers"] = headers
-        _setattr(new, "__dict__", d)
         return new
 
     def edit(
@@ -291,13 +293,27 @@ class Message:
         (:meth:`prepend_header`), then ``append`` added at the end."""
         out = list(self.headers)
         touched: set[str] = set()
+        # the copy's index, from this one's when it was built: each edit
+        # is one list operation on the values of its name
+        parent = self.__dict__.get("_index")
+        index = None if parent is None else dict(parent)
         if remove:
             gone = {_lname(n) for n in remove}
             out = [hv for hv in out if (_LNAMES.get(hv[0]) or hv[0].lower()) not in gone]
             touched |= gone
+            if index is not None:
+                for lname in gone:
+                    index.pop(lname, None)
         for name in drop_first:
             lname = _lname(name)
             touched.add(lname)
+            if index is not None:
+                values = index.get(lname)
+                if values is not None:
+                    if len(values) > 1:
+                        index[lname] = values[1:]
+                    else:
+                        del index[lname]
             for i, (n, _) in enumerate(out):
                 if (_LNAMES.get(n) or n.lower()) == lname:
                     del out[i]
@@ -305,6 +321,8 @@ class Message:
         for name, value in replace:
             lname = _lname(name)
             touched.add(lname)
+            if index is not None:
+                index[lname] = [value]
             field = (canonical_name(name), value)
             kept: list[tuple[str, str]] = []
             placed = False
@@ -321,6 +339,8 @@ class Message:
         for name, value in prepend:
             lname = _lname(name)
             touched.add(lname)
+            if index is not None:
+                index[lname] = [value, *index.get(lname, ())]
             field = (canonical_name(name), value)
             for i, (n, _) in enumerate(out):
                 if (_LNAMES.get(n) or n.lower()) == lname:
@@ -329,9 +349,15 @@ class Message:
             else:
                 out.insert(0, field)
         for name, value in append:
-            touched.add(_lname(name))
+            lname = _lname(name)
+            touched.add(lname)
+            if index is not None:
+                index[lname] = [*index.get(lname, ()), value]
             out.append((canonical_name(name), value))
-        return self._derive(tuple(out), frozenset(touched))
+        copy = self._derive(tuple(out), frozenset(touched))
+        if index is not None:
+            copy.__dict__["_index"] = index
+        return copy
 
     def with_headers(self: _M, headers: HeaderFields) -> _M:
         return self._derive(headers)

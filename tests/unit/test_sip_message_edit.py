@@ -52,6 +52,18 @@ def test_edit_is_the_single_edits_in_order(
     )
     assert got.headers == expected.headers
     assert got.encode() == expected.encode()
+    # the index of a copy made from a message whose index was built is
+    # derived from it, edit by edit: the index built from the headers
+    msg._index  # noqa: B018
+    derived = msg.edit(
+        remove=tuple(remove),
+        drop_first=tuple(drop_first),
+        replace=tuple(replace),
+        prepend=tuple(prepend),
+        append=tuple(append),
+    )
+    assert "_index" in derived.__dict__
+    assert derived._index == Request(derived.headers, method="MESSAGE", uri=msg.uri)._index
 
 
 def test_views_of_untouched_headers_are_kept_and_touched_ones_recomputed() -> None:
