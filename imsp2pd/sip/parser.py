@@ -326,9 +326,15 @@ _setattr = object.__setattr__
 #: the header lines of plain heads met lately and what _read_line made of
 #: them (most lines repeat: a response's Vias, From and To are its
 #: request's, and many lines are the same in every message); emptied when
-#: full, the lines kept are bounded in length
+#: full, the lines kept are bounded in length.  Few are kept: the hits that
+#: matter come within a transaction's round trip, and each entry is a
+#: handful of objects the collector must look at while they live.  With
+#: 8192 lines the young collections (every 50,000 objects kept) came every
+#: 0.8 s at 1,171 MESSAGE/s and took 20-40 ms each, with a 130 ms older
+#: one every 17 s; with 512: a quarter as many collections, ~9% less CPU
+#: per MESSAGE, and the p99 latency from 40-56 to 8-32 ms
 _LINES: dict[str, tuple[int, str, Any, Any, Any]] = {}
-_LINES_MAX = 8192
+_LINES_MAX = 512
 _LINE_KEPT_MAX = 512
 
 
