@@ -255,13 +255,19 @@ def message_run(
         *extra,
         timeout=seconds + 20,
     )
-    return {
+    result = {
         "offered": rate,
         "calls": ok,
         "failed": failed,
         "per_s": ok / elapsed,
         "p99_ms": p99(rtts),
     }
+    print(
+        f"  {target}: offered {rate}/s, {ok} done at {result['per_s']:.0f}/s, {failed} failed,"
+        f" p99 {result['p99_ms']} ms",
+        file=sys.stderr,
+    )
+    return result
 
 
 def main() -> int:
