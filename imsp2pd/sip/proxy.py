@@ -64,10 +64,8 @@ _Edits = tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[tuple[str, st
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where a message came from.  ``flow`` names the stream connection
-    (None for UDP); responses and, for a registered UE, later requests reuse
-    it."""
+class _Endpoint:
+    """A transport, an address and a flow (None for UDP)."""
 
     transport: str
     host: str
@@ -87,26 +85,17 @@ class Source:
         return self.transport != "UDP"
 
 
-@dataclass(frozen=True)
-class Target:
+@dataclass(frozen=True, init=False)
+class Source(_Endpoint):
+    """Where a message came from.  ``flow`` names the stream connection
+    (None for UDP); responses and, for a registered UE, later requests reuse
+    it."""
+
+
+@dataclass(frozen=True, init=False)
+class Target(_Endpoint):
     """Where to send: a transport, an address and optionally a flow to
     reuse (the adapter connects when the flow is gone)."""
-
-    transport: str
-    host: str
-    port: int
-    flow: int | None = None
-
-    def __init__(self, transport: str, host: str, port: int, flow: int | None = None) -> None:
-        d = self.__dict__
-        d["transport"] = transport
-        d["host"] = host
-        d["port"] = port
-        d["flow"] = flow
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "UDP"
 
 
 @dataclass(frozen=True)

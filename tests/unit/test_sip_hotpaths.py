@@ -24,8 +24,7 @@ from .test_sip_strategies import ipv4, requests, responses, vias
 
 #: the dataclasses given their own __init__ (made often: per message)
 OWN_INIT = [
-    proxy.Source,
-    proxy.Target,
+    proxy._Endpoint,  # Source's and Target's
     proxy.Transmit,
     proxy.IncomingRequest,
     proxy.BranchResponse,
@@ -51,6 +50,17 @@ def _generated(cls: type) -> type:
             ns[f.name] = dataclasses.field(default_factory=f.default_factory)
     frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     return dataclasses.dataclass(frozen=frozen)(type(cls.__name__, (), ns))
+
+
+def test_sources_and_targets_take_the_endpoints_init_and_stay_apart() -> None:
+    for cls in (proxy.Source, proxy.Target):
+        assert cls.__init__ is proxy._Endpoint.__init__
+        assert cls("TCP", "h", 1, 2).reliable and not cls("UDP", "h", 1).reliable
+    assert proxy.Source("UDP", "h", 1) != proxy.Target("UDP", "h", 1)
+    assert proxy.Source("UDP", "h", 1) == proxy.Source("UDP", "h", 1)
+    assert (
+        repr(proxy.Target("UDP", "h", 1)) == "Target(transport='UDP', host='h', port=1, flow=None)"
+    )
 
 
 @pytest.mark.parametrize("cls", OWN_INIT, ids=lambda c: c.__name__)
