@@ -43,25 +43,20 @@ def test_edit_is_the_single_edits_in_order(
         expected = expected.prepend_header(name, value)
     for name, value in append:
         expected = expected.append_header(name, value)
-    got = msg.edit(
-        remove=tuple(remove),
-        drop_first=tuple(drop_first),
-        replace=tuple(replace),
-        prepend=tuple(prepend),
-        append=tuple(append),
-    )
+    edits = {
+        "remove": tuple(remove),
+        "drop_first": tuple(drop_first),
+        "replace": tuple(replace),
+        "prepend": tuple(prepend),
+        "append": tuple(append),
+    }
+    got = msg.edit(**edits)
     assert got.headers == expected.headers
     assert got.encode() == expected.encode()
     # the index of a copy made from a message whose index was built is
     # derived from it, edit by edit: the index built from the headers
     msg._index  # noqa: B018
-    derived = msg.edit(
-        remove=tuple(remove),
-        drop_first=tuple(drop_first),
-        replace=tuple(replace),
-        prepend=tuple(prepend),
-        append=tuple(append),
-    )
+    derived = msg.edit(**edits)
     assert "_index" in derived.__dict__
     assert derived._index == Request(derived.headers, method="MESSAGE", uri=msg.uri)._index
 
