@@ -13,6 +13,8 @@ from imsp2pd.diameter.avp import Avp, AvpType
 from imsp2pd.diameter.codes import TgppAvp
 from imsp2pd.diameter.message import Message
 
+from .diameter_strategies import grouped_or_not
+
 vendors = st.sampled_from([None, 0, 10415, 10415, 10415])
 child = st.builds(
     lambda code, value, vendor: Avp(
@@ -32,17 +34,7 @@ child = st.builds(
     st.text(max_size=5) | st.binary(max_size=5),
     vendors,
 )
-item = st.builds(
-    lambda kids, vendor, grouped: Avp(
-        int(TgppAvp.SIP_AUTH_DATA_ITEM),
-        tuple(kids) if grouped else b"x",
-        AvpType.GROUPED if grouped else AvpType.OCTET_STRING,
-        vendor,
-    ),
-    st.lists(child, max_size=5),
-    vendors,
-    st.booleans(),
-)
+item = grouped_or_not(int(TgppAvp.SIP_AUTH_DATA_ITEM), st.lists(child, max_size=5), vendors)
 other = st.just(Avp(int(TgppAvp.SERVER_NAME), "sip:s", AvpType.UTF8_STRING, 10415))
 
 

@@ -12,6 +12,8 @@ from imsp2pd.diameter.avp import Avp, AvpType
 from imsp2pd.diameter.codes import AvpCode
 from imsp2pd.diameter.message import Message
 
+from .diameter_strategies import grouped_or_not
+
 vendors = st.sampled_from([None, 0, 10415])
 values = st.integers(0, 2**32 - 1) | st.binary(max_size=4)
 
@@ -29,17 +31,7 @@ def scalar(code: int) -> st.SearchStrategy[Avp]:
 children = st.lists(
     scalar(int(AvpCode.EXPERIMENTAL_RESULT_CODE)) | scalar(int(AvpCode.VENDOR_ID)), max_size=3
 )
-experimental = st.builds(
-    lambda kids, vendor, grouped: Avp(
-        int(AvpCode.EXPERIMENTAL_RESULT),
-        tuple(kids) if grouped else b"x",
-        AvpType.GROUPED if grouped else AvpType.OCTET_STRING,
-        vendor,
-    ),
-    children,
-    vendors,
-    st.booleans(),
-)
+experimental = grouped_or_not(int(AvpCode.EXPERIMENTAL_RESULT), children, vendors)
 avps = st.lists(
     scalar(int(AvpCode.RESULT_CODE))
     | experimental
