@@ -103,7 +103,7 @@ class AsRole(Role):
         from imsp2pd.diameter.peer import LocalConfig
         from imsp2pd.httpclient import JsonClient
         from imsp2pd.sip.proxy import Target
-        from imsp2pd.sip.service import SipService, make_node, sip_metrics
+        from imsp2pd.sip.service import SipService, make_node, sip_local_hops, sip_metrics
         from imsp2pd.sip.ua import UserAgent
         from imsp2pd_roles.drm import ca_path
 
@@ -164,7 +164,7 @@ class AsRole(Role):
         hub.provide("as.publications", publications)
         host, port = split_host_port(s["listen"])
         scscf_host, scscf_port = split_host_port(s["scscf"])
-        node, ua = make_node(reactor, host, port, UserAgent)
+        node, ua = make_node(reactor, host, port, UserAgent, hops=sip_local_hops(hub))
         sip_metrics(hub).add("as", node)
         app = ApplicationServer(
             ua,

@@ -84,7 +84,7 @@ class IcscfRole(Role):
 
         from imsp2pd.diameter import cx
         from imsp2pd.ims.icscf import Icscf, IcscfConfig, scscf_entries
-        from imsp2pd.sip.service import SipService, make_node, sip_metrics
+        from imsp2pd.sip.service import SipService, make_node, sip_local_hops, sip_metrics
 
         section = config["icscf"]
         realm = config["ims"]["domain"]
@@ -110,6 +110,7 @@ class IcscfRole(Role):
             lambda core: Icscf(
                 core, iconf, lambda m: diameter.request(m, timeout), clock=reactor.seconds
             ),
+            hops=sip_local_hops(hub),
         )
         sip_metrics(hub).add("icscf", node)
 

@@ -42,7 +42,7 @@ class PcscfRole(Role):
 
         from imsp2pd.ims.pcscf import Pcscf, PcscfConfig
         from imsp2pd.sip.proxy import Target
-        from imsp2pd.sip.service import SipService, make_node, sip_metrics
+        from imsp2pd.sip.service import SipService, make_node, sip_local_hops, sip_metrics
 
         section = config["pcscf"]
         domain = config["ims"]["domain"]
@@ -69,6 +69,7 @@ class PcscfRole(Role):
             port,
             lambda core: Pcscf(core, pconf, clock=reactor.seconds, store=store),
             tls_port=tls_port,
+            hops=sip_local_hops(hub),
         )
         node.flow_listeners.append(pcscf.flow_closed)
         sip_metrics(hub).add("pcscf", node)

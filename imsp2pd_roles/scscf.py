@@ -62,7 +62,7 @@ class ScscfRole(Role):
         from imsp2pd.diameter.codes import AvpCode, Command, ResultCode
         from imsp2pd.ims.scscf import Scscf, ScscfConfig
         from imsp2pd.sip.proxy import Target
-        from imsp2pd.sip.service import SipService, make_node, sip_metrics
+        from imsp2pd.sip.service import SipService, make_node, sip_local_hops, sip_metrics
         from imsp2pd_roles.icscf import cx_client
 
         section = config["scscf"]
@@ -112,6 +112,7 @@ class ScscfRole(Role):
                 store=store,
                 clock=reactor.seconds,
             ),
+            hops=sip_local_hops(hub),
         )
         sip_metrics(hub).add("scscf", node)
         holder["scscf"] = scscf

@@ -8,6 +8,10 @@ import os
 
 import pytest
 
+# every message a process takes from imsp2pd.local_hops instead of decoding it
+# is decoded too and compared (the daemons the tests start inherit this)
+os.environ.setdefault("IMSP2P_CHECK_LOCAL_HOPS", "1")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _work_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory):

@@ -8,7 +8,10 @@ from typing import Any
 
 from twisted.application.service import Service
 
+from imsp2pd import local_hops
 from imsp2pd.metrics import Registry
+from imsp2pd.sip.message import Message
+from imsp2pd.sip.parser import parse_message
 from imsp2pd.sip.proxy import LocalAddress, SipCore
 from imsp2pd.sip.transport import SipNode, TransactionUser
 
@@ -54,15 +57,17 @@ def make_node(
     *,
     tls_port: int | None = None,
     client_tls: Callable[[str], Any] | None = None,
+    hops: local_hops.LocalHops[Message] | None = None,
 ) -> tuple[SipNode, Any]:
     """A core with the role's addresses, its TU, and the node around them;
-    returns (node, tu)."""
+    returns (node, tu). ``hops``: the process's SIP :class:`LocalHops`
+    (:func:`sip_local_hops`), shared by its nodes."""
     addresses = [LocalAddress("UDP", host, port), LocalAddress("TCP", host, port)]
     if tls_port is not None:
         addresses.append(LocalAddress("TLS", host, tls_port))
     core = SipCore(addresses=addresses)
     tu = tu_factory(core)
-    node = SipNode(reactor, core, tu, client_tls=client_tls)
+    node = SipNode(reactor, core, tu, client_tls=client_tls, local_hops=hops)
     tu.node = node  # type: ignore[attr-defined]
     return node, tu
 
@@ -113,3 +118,12 @@ def sip_metrics(hub: Any) -> SipMetrics:
         hub.provide("sip_metrics", found)
     assert isinstance(found, SipMetrics)
     return found
+
+
+def _parse_datagram(data: bytes) -> Message:
+    return parse_message(data)
+
+
+def sip_local_hops(hub: Any) -> local_hops.LocalHops[Message]:
+    """The process's SIP :class:`~imsp2pd.local_hops.LocalHops`, for :func:`make_node`."""
+    return local_hops.for_process(hub, "sip", _parse_datagram)

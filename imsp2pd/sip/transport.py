@@ -25,8 +25,9 @@ from typing import Any, Protocol
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from imsp2pd.local_hops import LocalHops
 from imsp2pd.sip.errors import SipParseError
-from imsp2pd.sip.message import Response
+from imsp2pd.sip.message import Message, Response
 from imsp2pd.sip.parser import (
     MAX_MESSAGE,
     FramedMessage,
@@ -147,12 +148,18 @@ class SipNode:
         *,
         max_message: int = MAX_MESSAGE,
         client_tls: Callable[[str], Any] | None = None,
+        local_hops: LocalHops[Message] | None = None,
     ) -> None:
         self.reactor = reactor
         self.core = core
         self.tu = tu
         self.max_message = max_message
         self.client_tls = client_tls
+        #: what this process's nodes send each other over UDP, kept parsed
+        #: (see imsp2pd.local_hops): the address this node listens at is
+        #: added while it listens
+        self.local_hops = local_hops
+        self._udp_address: tuple[str, int] | None = None
         self._udp: _Datagram | None = None
         # the listening UDP port's socket, written to directly (Twisted's
         # Port.write checks the address with five string parses a datagram)
@@ -193,6 +200,10 @@ class SipNode:
         sock = getattr(p, "socket", None)
         if isinstance(sock, socket.socket):
             self._udp_port, self._udp_socket, self._udp_family = p, sock, sock.family
+            if self.local_hops is not None:
+                host, bound = sock.getsockname()[:2]
+                self._udp_address = (host, bound)
+                self.local_hops.add_address(host, bound)
         handle = getattr(p, "getHandle", None)
         if handle is not None:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -217,6 +228,9 @@ class SipNode:
         from twisted.internet.defer import gatherResults, maybeDeferred
 
         self._stopped = True
+        if self.local_hops is not None and self._udp_address is not None:
+            self.local_hops.remove_address(*self._udp_address)
+            self._udp_address = None
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
             self._flush_udp()
@@ -235,6 +249,11 @@ class SipNode:
     # -- input ------------------------------------------------------------
     def _datagram(self, proto: _Datagram, data: bytes, host: str, port: int) -> None:
         self.counts["in"] += 1
+        local = self.local_hops
+        message = local.take(data) if local is not None else None
+        if message is not None:
+            self._deliver(message, Source("UDP", host, port))
+            return
         try:
             message = parse_message(data)
         except SipParseError as err:
@@ -300,7 +319,11 @@ class SipNode:
         target = item.target
         self.counts["out"] += 1
         if target.transport == "UDP":
-            self._send_udp(item.message.encode(), target.host, target.port, item)
+            data = item.message.encode()
+            local = self.local_hops
+            if local is not None:
+                local.put(data, item.message, target.host, target.port)
+            self._send_udp(data, target.host, target.port, item)
             return
         stream = self._stream_for(target)
         if stream is None:

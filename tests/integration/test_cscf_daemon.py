@@ -127,7 +127,7 @@ class CscfDaemonTests(TestCase):
         metrics = {
             line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
             for line in raw.decode().splitlines()
-            if line.startswith("imsp2p_sip_")
+            if line.startswith(("imsp2p_sip_", "imsp2p_local_hops"))
         }
         for role in ("pcscf", "icscf", "scscf"):
             self.assertGreaterEqual(
@@ -135,6 +135,11 @@ class CscfDaemonTests(TestCase):
             )
             self.assertEqual(metrics[f'imsp2p_sip_overloaded_total{{role="{role}"}}'], 0)
             self.assertIn(f'imsp2p_sip_transactions_pending{{role="{role}"}}', metrics)
+        # the roles' hops to each other (P to I to S and back, twice) were taken
+        # as sent, not parsed again; each was parsed all the same (the tests set
+        # IMSP2P_CHECK_LOCAL_HOPS) and found equal to what was taken
+        self.assertGreaterEqual(metrics['imsp2p_local_hops_total{protocol="sip",kind="taken"}'], 8)
+        self.assertEqual(metrics['imsp2p_local_hops_total{protocol="sip",kind="mismatch"}'], 0)
         # the same over TLS to the P-CSCF's TLS port (the lab CA is trusted)
         resp = yield self.register(Target("TLS", "127.0.0.1", self.tls), "alice-pass")
         self.assertEqual(resp.status, 200)
