@@ -12,7 +12,12 @@ first registration of every user (MAR and SAR write) and for a
 re-registration (nothing changes), beside an anchor measured in the same run
 (a pure-Python loop of fixed work) and their ratio to it.
 
+Each is measured without and with the process's local hops (see
+:mod:`imsp2pd.local_hops`: the HSS's address an endpoint of the process, so
+a node takes what another sent it instead of decoding it).
+
     .venv/bin/python bench/cx_registration.py [--users 2000] [--rounds 3] [--profile]
+        [--hops both|off|on]
 """
 
 from __future__ import annotations
@@ -31,15 +36,17 @@ from twisted.internet.testing import MemoryReactorClock
 from imsp2pd.diameter import cx
 from imsp2pd.diameter.codes import Application, ServerAssignmentType, Vendor
 from imsp2pd.diameter.message import Message
-from imsp2pd.diameter.node import DiameterNode, PeerConfig, _ServerFactory
+from imsp2pd.diameter.node import DiameterNode, PeerConfig, _decode, _ServerFactory
 from imsp2pd.diameter.peer import LocalConfig
 from imsp2pd.ims.hss import Hss, HssConfig, MemoryTxn, load_provisioning
 from imsp2pd.ims.icscf import choose_scscf, server_capabilities
+from imsp2pd.local_hops import CHECK_ENV, LocalHops, checking
 
 T = TypeVar("T")
 REALM = "ims.example.org"
 SCSCF = "sip:127.0.0.1:6060"
 CX = ((Vendor.TGPP, Application.CX),)
+HSS_PORT = 3868
 
 
 class IndexedTxn(MemoryTxn):
@@ -81,11 +88,13 @@ class MemoryStore:
 
 
 class Pipe:
-    """A transport that queues what is written for :meth:`Wire.pump`."""
+    """A transport that queues what is written for :meth:`Wire.pump`; its
+    own address (host, port) and its other end's (``peer``)."""
 
-    def __init__(self, wire: Wire, host: str) -> None:
-        self.wire, self.host = wire, host
+    def __init__(self, wire: Wire, host: str, port: int) -> None:
+        self.wire, self.host, self.port = wire, host, port
         self.peer_proto: Any = None
+        self.peer: Pipe = self
 
     def write(self, data: bytes) -> None:
         self.wire.queue.append((self.peer_proto, data))
@@ -96,6 +105,9 @@ class Pipe:
     def getHost(self) -> Any:
         return self
 
+    def getPeer(self) -> Any:
+        return self.peer
+
     def loseConnection(self) -> None:
         pass
 
@@ -103,6 +115,7 @@ class Pipe:
 class Wire:
     def __init__(self) -> None:
         self.queue: list[tuple[Any, bytes]] = []
+        self.ports = 40000
 
     def pump(self) -> None:
         while self.queue:
@@ -117,14 +130,20 @@ class Wire:
             _, _, factory, _, _ = reactor.tcpClients.pop(0)
             cproto = factory.buildProtocol(None)
             sproto = _ServerFactory(server).buildProtocol(None)
-            ct, st = Pipe(self, "127.0.0.1"), Pipe(self, "127.0.0.1")
+            self.ports += 1
+            ct, st = Pipe(self, "127.0.0.1", self.ports), Pipe(self, "127.0.0.1", HSS_PORT)
             ct.peer_proto, st.peer_proto = sproto, cproto
+            ct.peer, st.peer = st, ct
             sproto.makeConnection(st)
             cproto.makeConnection(ct)
         self.pump()
 
 
-def build(users: int) -> tuple[Wire, DiameterNode, DiameterNode, Hss, MemoryReactorClock]:
+def build(
+    users: int, hops: LocalHops[Message] | None = None
+) -> tuple[Wire, DiameterNode, DiameterNode, Hss, MemoryReactorClock]:
+    """The nodes; with ``hops`` they share it (as a daemon's roles do): the
+    HSS's address is an endpoint of the process, as its listening port is."""
     reactor = MemoryReactorClock()
     hss = Hss(HssConfig(origin_host="hss." + REALM, realm=REALM, scscf_names=(SCSCF,)))
     store = MemoryStore()
@@ -141,7 +160,10 @@ def build(users: int) -> tuple[Wire, DiameterNode, DiameterNode, Hss, MemoryReac
         reactor,
         LocalConfig("hss." + REALM, REALM, vendor_applications=CX),
         handler=hss.handle,
+        local_hops=hops,
     )
+    if hops is not None:
+        hops.add_address("127.0.0.1", HSS_PORT)
     wire = Wire()
     clients = []
     for name in ("icscf", "scscf"):
@@ -149,6 +171,7 @@ def build(users: int) -> tuple[Wire, DiameterNode, DiameterNode, Hss, MemoryReac
             reactor,
             LocalConfig(f"{name}.{REALM}", REALM, vendor_applications=CX),
             peers=[PeerConfig("hss." + REALM, REALM)],
+            local_hops=hops,
         )
         wire.connect(node, server)
         clients.append(node)
@@ -209,31 +232,54 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile the re-registrations")
+    ap.add_argument(
+        "--hops",
+        choices=("both", "off", "on"),
+        default="both",
+        help="without and/or with the process's local hops (on: answers and requests"
+        f" not decoded again; {CHECK_ENV}=1 checks each against its decoding)",
+    )
     args = ap.parse_args()
+    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.hops]
     best: dict[str, float] = {}
     transactions: dict[str, float] = {}
+    hops_used: dict[bool, LocalHops[Message]] = {}
     for _ in range(args.rounds):
-        wire, icscf, scscf, hss, _ = build(args.users)
-        store: Any = hss.store
-        for label in ("first registration", "re-registration"):
-            count = store.count
-            start = time.process_time()
-            ok = run(args.users, wire, icscf, scscf)
-            us = 1e6 * (time.process_time() - start) / args.users
-            if ok != 4 * args.users:
-                print(f"{label}: only {ok} of {4 * args.users} answers as expected")
-                return 1
-            best[label] = min(best.get(label, us), us)
-            transactions[label] = (store.count - count) / args.users
+        for with_hops in modes:
+            hops = LocalHops(check=checking(_decode)) if with_hops else None
+            wire, icscf, scscf, hss, _ = build(args.users, hops)
+            store: Any = hss.store
+            for label in ("first registration", "re-registration"):
+                key = label + (", local hops" if with_hops else "")
+                count = store.count
+                start = time.process_time()
+                ok = run(args.users, wire, icscf, scscf)
+                us = 1e6 * (time.process_time() - start) / args.users
+                if ok != 4 * args.users:
+                    print(f"{key}: only {ok} of {4 * args.users} answers as expected")
+                    return 1
+                best[key] = min(best.get(key, us), us)
+                transactions[key] = (store.count - count) / args.users
+            if hops is not None:
+                hops_used[with_hops] = hops
         best["anchor"] = min(best.get("anchor", 1e9), 1e6 * anchor(args.users) / args.users)
-    for label in ("first registration", "re-registration"):
-        print(
-            f"Cx of one {label}: {best[label]:7.1f} us  ({best[label] / best['anchor']:.2f} x anchor,"
-            f" {transactions[label]:.2f} store transactions)"
-        )
+    for key, us in best.items():
+        if key != "anchor":
+            print(
+                f"Cx of one {key}: {us:7.1f} us  ({us / best['anchor']:.2f} x anchor,"
+                f" {transactions[key]:.2f} store transactions)"
+            )
     print(f"anchor (1000 multiply-adds in Python): {best['anchor']:.1f} us")
+    for hops in hops_used.values():
+        print(
+            f"local hops (last round): {hops.taken} taken, {hops.mismatches} mismatches"
+            f" (checked: {hops.check is not None})"
+        )
+        if hops.mismatches:
+            return 1
     if args.profile:
-        wire, icscf, scscf, hss, _ = build(args.users)
+        hops = LocalHops(check=checking(_decode)) if modes[-1] else None
+        wire, icscf, scscf, hss, _ = build(args.users, hops)
         run(args.users, wire, icscf, scscf)
         prof = cProfile.Profile()
         prof.runcall(run, args.users, wire, icscf, scscf)

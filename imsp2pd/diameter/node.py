@@ -25,7 +25,7 @@ from imsp2pd.diameter.avp import Avp
 from imsp2pd.diameter.codes import AvpCode, DisconnectCause, Flag, ResultCode
 from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
 from imsp2pd.diameter.errors import EncodeError, PeerUnavailable, RequestTimeout
-from imsp2pd.diameter.message import Message, answer
+from imsp2pd.diameter.message import Message, answer, decode_message
 from imsp2pd.diameter.peer import (
     AnswerReceived,
     DuplicateCache,
@@ -46,6 +46,7 @@ from imsp2pd.diameter.peer import (
     WatchdogState,
 )
 from imsp2pd.diameter.protocol import DiameterProtocol
+from imsp2pd.local_hops import LocalHops, for_process
 from imsp2pd.metrics import Registry
 
 _DESTINATION_HOST = int(AvpCode.DESTINATION_HOST)
@@ -184,6 +185,16 @@ class NodeMetrics:
         self.watchdog.inc(node=self.node, peer=peer, state=state.value)
 
 
+def _decode(data: bytes) -> Message:
+    return decode_message(data, default_dictionary())
+
+
+def diameter_local_hops(hub: Any) -> LocalHops[Message]:
+    """The process's Diameter :class:`~imsp2pd.local_hops.LocalHops` (for
+    nodes on the default dictionary), for :class:`DiameterNode`'s ``local_hops``."""
+    return for_process(hub, "diameter", _decode)
+
+
 class _ClientFactory(ClientFactory):
     def __init__(self, node: DiameterNode, dialer: _Dialer) -> None:
         self.node = node
@@ -226,13 +237,19 @@ class DiameterNode:
         duplicate_lifetime: float = 60.0,
         tap: Callable[[str, bytes, DiameterProtocol], None] | None = None,
         metrics: Registry | None = None,
+        local_hops: LocalHops[Message] | None = None,
     ) -> None:
+        """``local_hops``: the process's Diameter :class:`LocalHops`
+        (:func:`diameter_local_hops`), shared by its nodes (which must use one
+        dictionary, the check's): messages between them are still sent and
+        received, but not decoded again. None: every frame is decoded."""
         self.reactor = reactor
         self.local = local
         self.handler = handler
         self.dictionary = dictionary or default_dictionary()
         self.backoff = backoff
         self.tap = tap
+        self.local_hops = local_hops
         #: Prometheus metrics when a registry was given (``hub.metrics`` in a role).
         self.metrics = NodeMetrics(metrics, local.origin_host) if metrics is not None else None
         self._rng = rng or random.Random()
@@ -248,6 +265,8 @@ class DiameterNode:
         self._dialers: dict[str, _Dialer] = {}
         self._duplicates = DuplicateCache(lifetime=duplicate_lifetime)
         self._ports: list[Any] = []  # IListeningPort
+        #: the addresses we listen on, endpoints of the process for local_hops
+        self._hop_addresses: list[tuple[str, int]] = []
         self._running = False
         self._closed_waiters: list[defer.Deferred[None]] = []
         self.on_peer_up: list[Callable[[PeerInfo], None]] = []
@@ -260,6 +279,14 @@ class DiameterNode:
             port, _ServerFactory(self), interface=interface
         )
         self._ports.append(listening)
+        if self.local_hops is not None:
+            try:
+                where: Any = listening.getHost()  # type: ignore[misc]
+                address = (str(where.host), int(where.port))
+            except (AttributeError, TypeError, ValueError):
+                return listening
+            self.local_hops.add_address(*address)
+            self._hop_addresses.append(address)
         return listening
 
     def start(self) -> None:
@@ -281,6 +308,10 @@ class DiameterNode:
         for port in self._ports:
             waits.append(defer.maybeDeferred(port.stopListening))
         self._ports = []
+        if self.local_hops is not None:
+            for address in self._hop_addresses:
+                self.local_hops.remove_address(*address)
+        self._hop_addresses = []
         for proto in list(self._protocols):
             if proto.conn is not None and proto.conn.is_open:
                 proto.disconnect(DisconnectCause.REBOOTING)
@@ -422,6 +453,8 @@ class DiameterNode:
             accept_peer=self._accept_peer,
             reopen=reopen,
             local_addresses=local_addresses or None,
+            local_hops=self.local_hops,
+            peer_address=proto.peer_address,
         )
 
     def _accept_peer(self, host: str, realm: str) -> bool:
@@ -589,7 +622,7 @@ class DiameterNode:
         self._duplicates.answered(req, data)
         if self.metrics is not None:
             self.metrics.answer("out", ans)
-        proto.send_answer(data)
+        proto.send_answer(ans, data)
 
     def _handler_failed(self, f: Failure, proto: DiameterProtocol, req: Message) -> None:
         self.log.failure("Diameter handler failed", failure=f)

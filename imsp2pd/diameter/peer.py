@@ -47,6 +47,7 @@ from imsp2pd.diameter.message import (
     request,
     session_id_of,
 )
+from imsp2pd.local_hops import LocalHops
 
 IPAddress = IPv4Address | IPv6Address
 _REQUEST = int(Flag.REQUEST)
@@ -298,7 +299,14 @@ class PeerConnection:
         accept_peer: PeerPolicy | None = None,
         reopen: bool = False,
         local_addresses: tuple[IPAddress, ...] | None = None,
+        local_hops: LocalHops[Message] | None = None,
+        peer_address: tuple[str, int] | None = None,
     ) -> None:
+        """``local_hops``: the process's Diameter :class:`LocalHops` (its nodes
+        share it, and the dictionary): a frame that is a message sent from this
+        process is taken from it instead of decoded; what is sent to
+        ``peer_address`` (host, port), when that is an endpoint of this process,
+        is left in it."""
         self.local = local
         self.role = role
         self.dictionary = dictionary or default_dictionary()
@@ -309,6 +317,9 @@ class PeerConnection:
         self._reopen = reopen
         self._addresses = local_addresses or local.host_ip_addresses
         self._framer = Framer()
+        self._hops = local_hops
+        self._to_host, self._to_port = peer_address or ("", 0)
+        self._keep = local_hops is not None and peer_address is not None
         self.state = PeerState.WAIT_CER if role is Role.RESPONDER else PeerState.WAIT_CEA
         self.watchdog = WatchdogState.OKAY
         self.peer: PeerInfo | None = None
@@ -400,13 +411,25 @@ class PeerConnection:
         deadline = now + (self.local.request_timeout if timeout is None else timeout)
         self._pending[hbh] = _Pending(sent, deadline)
         heapq.heappush(self._timeouts, (deadline, hbh))
-        return sent, [Send(sent.encode())]
+        data = sent.encode()
+        if self._keep:
+            assert self._hops is not None
+            self._hops.put(data, sent, self._to_host, self._to_port)
+        return sent, [Send(data)]
 
-    def send_answer(self, message: Message | bytes) -> list[Event]:
-        """Send an answer (a message, or one already encoded)."""
+    def send_answer(self, message: Message | bytes, data: bytes | None = None) -> list[Event]:
+        """Send an answer: a message (``data``, when given, is its encoding), or
+        bytes alone (a resent answer: never left in the local hops)."""
         if self.state is PeerState.CLOSED:
             return []
-        return [Send(message if isinstance(message, bytes) else message.encode())]
+        if isinstance(message, bytes):
+            return [Send(message)]
+        if data is None:
+            data = message.encode()
+        if self._keep:
+            assert self._hops is not None
+            self._hops.put(data, message, self._to_host, self._to_port)
+        return [Send(data)]
 
     def disconnect(
         self, now: float, cause: DisconnectCause = DisconnectCause.REBOOTING
@@ -479,30 +502,36 @@ class PeerConnection:
                 dictionary=self.dictionary,
             )
             return [Send(reply.encode())]
-        try:
-            msg = decode_message(frame, self.dictionary, header)
-        except DecodeError as exc:
-            assert exc.header is not None
-            if not exc.header.is_request:
-                return [ProtocolViolation(f"undecodable answer dropped: {exc.reason}")]
-            reply = error_answer(
-                exc,
-                self.local.origin_host,
-                self.local.origin_realm,
-                self.dictionary,
-                session_id=session_id_of(frame),
-            )
-            events: list[Event] = [Send(reply.encode()), ProtocolViolation(exc.reason)]
-            if self.state in (PeerState.WAIT_CER, PeerState.WAIT_CEA):
-                events += self._shutdown(f"invalid capability exchange: {exc.reason}", now)
-            return events
-        except FramingError as exc:
-            return self._shutdown(f"framing error: {exc.reason}", now)
+        hops = self._hops
+        msg = hops.take(frame) if hops is not None else None
+        if msg is None:
+            try:
+                msg = decode_message(frame, self.dictionary, header)
+            except DecodeError as exc:
+                return self._undecodable(exc, frame, now)
+            except FramingError as exc:
+                return self._shutdown(f"framing error: {exc.reason}", now)
         if self.state is PeerState.WAIT_CER:
             return self._in_wait_cer(msg, now)
         if self.state is PeerState.WAIT_CEA:
             return self._in_wait_cea(msg, now)
         return self._in_open(msg, now)
+
+    def _undecodable(self, exc: DecodeError, frame: bytes, now: float) -> list[Event]:
+        assert exc.header is not None
+        if not exc.header.is_request:
+            return [ProtocolViolation(f"undecodable answer dropped: {exc.reason}")]
+        reply = error_answer(
+            exc,
+            self.local.origin_host,
+            self.local.origin_realm,
+            self.dictionary,
+            session_id=session_id_of(frame),
+        )
+        events: list[Event] = [Send(reply.encode()), ProtocolViolation(exc.reason)]
+        if self.state in (PeerState.WAIT_CER, PeerState.WAIT_CEA):
+            events += self._shutdown(f"invalid capability exchange: {exc.reason}", now)
+        return events
 
     def _in_wait_cer(self, msg: Message, now: float) -> list[Event]:
         if not (msg.is_request and msg.code == Command.CAPABILITIES_EXCHANGE):

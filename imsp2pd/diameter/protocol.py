@@ -26,12 +26,15 @@ from imsp2pd.diameter.peer import (
     Role,
     Send,
 )
+from imsp2pd.local_hops import LocalHops
 
 
 class ConnectionOwner(Protocol):
     """What a :class:`DiameterProtocol` reports to (the node)."""
 
     reactor: Any
+    #: the process's Diameter local hops, or None
+    local_hops: LocalHops[Message] | None
 
     def make_connection(
         self, proto: DiameterProtocol, local_addresses: tuple[IPAddress, ...]
@@ -53,6 +56,10 @@ class DiameterProtocol(TwistedProtocol):
         #: out ("out"), for captures and conformance tests.
         self.tap = tap
         self.closed = False
+        #: (host, port) of the other end, once connected (when the transport says)
+        self.peer_address: tuple[str, int] | None = None
+        #: our end's (host, port), while it is one of the process's local hops
+        self._hop_address: tuple[str, int] | None = None
 
     @property
     def peer(self) -> PeerInfo | None:
@@ -73,6 +80,9 @@ class DiameterProtocol(TwistedProtocol):
             addresses = (ip_address(transport.getHost().host),)
         except (AttributeError, ValueError):
             addresses = ()
+        hops = self.owner.local_hops
+        if hops is not None:
+            self._local_hop(transport, hops)
         self.conn = self.owner.make_connection(self, addresses)
         self._apply(self.conn.start(self.now()))
 
@@ -88,6 +98,9 @@ class DiameterProtocol(TwistedProtocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._hop_address is not None and self.owner.local_hops is not None:
+            self.owner.local_hops.remove_address(*self._hop_address)
+            self._hop_address = None
         if self.conn is not None:
             self._apply(
                 self.conn.connection_lost(
@@ -103,15 +116,30 @@ class DiameterProtocol(TwistedProtocol):
         self._apply(events)
         return sent
 
-    def send_answer(self, message: Message | bytes) -> None:
+    def send_answer(self, message: Message | bytes, data: bytes | None = None) -> None:
+        """Send an answer (``data``: its encoding, when the caller has it)."""
         if self.conn is not None and not self.closed:
-            self._apply(self.conn.send_answer(message))
+            self._apply(self.conn.send_answer(message, data))
 
     def disconnect(self, cause: DisconnectCause = DisconnectCause.REBOOTING) -> None:
         if self.conn is not None and not self.closed:
             self._apply(self.conn.disconnect(self.now(), cause))
 
     # Plumbing -----------------------------------------------------------------
+
+    def _local_hop(self, transport: Any, hops: LocalHops[Message]) -> None:
+        """Note the peer's address; a connection we dialed makes its own end
+        an endpoint of this process while it lasts (the node registers the
+        ports it listens on: the accepted connections share them)."""
+        try:
+            peer, host = transport.getPeer(), transport.getHost()
+            self.peer_address = (str(peer.host), int(peer.port))
+            ours = (str(host.host), int(host.port))
+        except (AttributeError, TypeError, ValueError):
+            return
+        if self.role is Role.INITIATOR:
+            hops.add_address(*ours)
+            self._hop_address = ours
 
     def _apply(self, events: list[Event]) -> None:
         rest: list[Event] = []
