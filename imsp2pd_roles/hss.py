@@ -177,7 +177,7 @@ class HssRole(Role):
     def build(self, config: Config, store: Store, reactor: Any, hub: Hub) -> Any:
         from imsp2pd.diameter import cx
         from imsp2pd.diameter.codes import Application, Vendor
-        from imsp2pd.diameter.node import DiameterNode
+        from imsp2pd.diameter.node import DiameterNode, diameter_local_hops
         from imsp2pd.diameter.peer import LocalConfig
         from imsp2pd.ims.hss import Hss, HssConfig
 
@@ -220,7 +220,13 @@ class HssRole(Role):
             vendor_applications=((Vendor.TGPP, Application.CX),),
             watchdog_interval=section["watchdog_interval"],
         )
-        node = DiameterNode(reactor, local, handler=handle, metrics=hub.metrics)
+        node = DiameterNode(
+            reactor,
+            local,
+            handler=handle,
+            metrics=hub.metrics,
+            local_hops=diameter_local_hops(hub),
+        )
         hub.add_check(
             "hss", lambda: {"ok": True, "peers": [p.origin_host for p in node.open_peers()]}
         )

@@ -34,6 +34,7 @@ def cx_client(
     hss_host: str,
     handler: Any = None,
     metrics: Any = None,
+    local_hops: Any = None,
 ) -> Any:
     """A Diameter node that dials the HSS and speaks Cx (its metrics on ``metrics``)."""
     from imsp2pd.diameter.codes import Application, Vendor
@@ -52,6 +53,7 @@ def cx_client(
         peers=[PeerConfig(hss_host, realm, address, port)],
         handler=handler,
         metrics=metrics,
+        local_hops=local_hops,
     )
 
 
@@ -83,6 +85,7 @@ class IcscfRole(Role):
         from twisted.application.service import MultiService, Service
 
         from imsp2pd.diameter import cx
+        from imsp2pd.diameter.node import diameter_local_hops
         from imsp2pd.ims.icscf import Icscf, IcscfConfig, scscf_entries
         from imsp2pd.sip.service import SipService, make_node, sip_local_hops, sip_metrics
 
@@ -96,6 +99,7 @@ class IcscfRole(Role):
             section["hss"],
             section["hss_host"],
             metrics=hub.metrics,
+            local_hops=diameter_local_hops(hub),
         )
         timeout = section["cx_timeout"]
         iconf = IcscfConfig(

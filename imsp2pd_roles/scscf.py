@@ -60,6 +60,7 @@ class ScscfRole(Role):
 
         from imsp2pd.diameter import cx
         from imsp2pd.diameter.codes import AvpCode, Command, ResultCode
+        from imsp2pd.diameter.node import diameter_local_hops
         from imsp2pd.ims.scscf import Scscf, ScscfConfig
         from imsp2pd.sip.proxy import Target
         from imsp2pd.sip.service import SipService, make_node, sip_local_hops, sip_metrics
@@ -99,6 +100,7 @@ class ScscfRole(Role):
             section["hss_host"],
             handle,
             metrics=hub.metrics,
+            local_hops=diameter_local_hops(hub),
         )
         timeout = section["cx_timeout"]
         node, scscf = make_node(
