@@ -666,17 +666,19 @@ class SipCore:
         return request, request.uri
 
     def _add_via(
-        self, request: Request, target: Target, original: Request
+        self, request: Request, target: Target, original: Request, *, rport: bool = False
     ) -> tuple[Request, Target]:
         """Our Via on ``request``, and where it really goes: every request
         this node sends passes here, so the size rule of §18.1.1 is applied
         here, once, whoever chose ``target`` (a Route, a URI or a role
-        naming a UDP address), and the Via names the transport used."""
+        naming a UDP address), and the Via names the transport used.
+        ``rport`` (a request this node originates as a UAC) asks for the
+        response at the address it came from (RFC 3581 §4)."""
         branch = f"{BRANCH_MAGIC}{loop_hash(original)}.{new_branch()[7:]}"
-        out = self._with_via(request, target.transport, branch)
+        out = self._with_via(request, target.transport, branch, rport)
         fitted = fit_transport(target, len(out.encode()))
         if fitted is not target:
-            out = self._with_via(request, fitted.transport, branch)
+            out = self._with_via(request, fitted.transport, branch, rport)
         return out, fitted
 
     def _edit_with_via(
@@ -716,19 +718,25 @@ class SipCore:
             d["vias"] = [via, *old]
         return out
 
-    def _our_via(self, transport: str, branch: str) -> Via:
+    def _our_via(self, transport: str, branch: str, rport: bool = False) -> Via:
+        """Our Via. A proxy's has no rport: it sends from the address it
+        listens at, the sent-by, which is where a response comes (§18.2.2),
+        so the next hop need not note the source port (RFC 3581 §4 leaves
+        rport to the client); a UAC's (``rport``) over UDP has one."""
         a = self.address_for(transport)
         params: tuple[tuple[str, str | None], ...] = (("branch", branch),)
-        if transport == "UDP":
+        if rport and transport == "UDP":
             params += (("rport", None),)
         via = Via(transport, f"[{a.host}]" if ":" in a.host else a.host, a.port, params)
         remember_via(via)  # read again when the response comes back
         return via
 
-    def _with_via(self, request: Request, transport: str, branch: str) -> Request:
+    def _with_via(
+        self, request: Request, transport: str, branch: str, rport: bool = False
+    ) -> Request:
         """``request`` with our Via on top; the parsed Via is kept with it,
         so the client transaction need not parse what we wrote."""
-        return request.with_top_via(self._our_via(transport, branch))
+        return request.with_top_via(self._our_via(transport, branch, rport))
 
     def send_request(
         self, request: Request, now: float, *, target: Target | None = None
@@ -742,7 +750,7 @@ class SipCore:
         handle = next(self._ids)
         if request.get("Max-Forwards") is None:
             request = request.append_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
-        request, target = self._add_via(request, target, request)
+        request, target = self._add_via(request, target, request, rport=True)
         return handle, self._start_client(request, target, now, uac_handle=handle)
 
     def _start_client(
