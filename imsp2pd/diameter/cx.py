@@ -64,12 +64,13 @@ def cx_application(d: Dictionary | None = None) -> Avp:
 @lru_cache(maxsize=8)
 def _cx_head(d: Dictionary) -> tuple[Avp, Avp]:
     """Vendor-Specific-Application-Id and Auth-Session-State, as every Cx message has them."""
+    # plain ints, as a receiver decodes them (a local hop hands it these)
     app = d.group(
         AvpCode.VENDOR_SPECIFIC_APPLICATION_ID,
-        d.make(AvpCode.VENDOR_ID, Vendor.TGPP),
-        d.make(AvpCode.AUTH_APPLICATION_ID, Application.CX),
+        d.make(AvpCode.VENDOR_ID, int(Vendor.TGPP)),
+        d.make(AvpCode.AUTH_APPLICATION_ID, int(Application.CX)),
     )
-    state = d.make(AvpCode.AUTH_SESSION_STATE, AuthSessionState.NO_STATE_MAINTAINED)
+    state = d.make(AvpCode.AUTH_SESSION_STATE, int(AuthSessionState.NO_STATE_MAINTAINED))
     return keep_encoded(app), keep_encoded(state)
 
 

@@ -360,7 +360,8 @@ def request(
     end_to_end: int = 0,
 ) -> Message:
     flags = _R | (_P if proxiable else 0)
-    return Message(code, application, flags, hop_by_hop, end_to_end, tuple(avps))
+    # plain ints (not Command, Application), as the receiver decodes them
+    return Message(int(code), int(application), flags, hop_by_hop, end_to_end, tuple(avps))
 
 
 def answer(

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imsp2pd.diameter import cx
+from imsp2pd.diameter.avp import Avp
 from imsp2pd.diameter.codes import (
     Application,
     AvpCode,
@@ -255,6 +256,20 @@ def cx_requests(draw: st.DrawFn) -> Message:
     return msg
 
 
+def typed(msg: Message) -> tuple[object, ...]:
+    """``msg`` with the type of every field and value beside it: what a
+    receiver gets from a local hop is what decoding gives, type for type
+    (an IntEnum is equal to its int, but not the same)."""
+
+    def avp(a: Avp) -> tuple[object, ...]:
+        value = tuple(avp(c) for c in a.value) if isinstance(a.value, tuple) else a.value
+        fields = (a.code, a.type, a.vendor, a.mandatory, a.protected)
+        return (*((type(f), f) for f in fields), type(a.value), value)
+
+    head = (msg.code, msg.application, msg.flags, msg.hop_by_hop, msg.end_to_end)
+    return (*((type(f), f) for f in head), tuple(avp(a) for a in msg.avps))
+
+
 def _received(events: list[Event]) -> list[object]:
     """What a server's events amount to: bytes sent and requests handed up."""
     return [
@@ -280,6 +295,8 @@ def test_taking_is_decoding(requests: list[Message], answer_too: bool) -> None:
         assert _received(got_h) == _received(got_p)
         incoming = of(got_h, IncomingRequest)
         malformed += not incoming
+        if incoming:
+            assert typed(incoming[0].message) == typed(of(got_p, IncomingRequest)[0].message)
         if incoming and answer_too:
             ans = answer(incoming[0].message, "hss.ims.example.org", REALM, ResultCode.SUCCESS)
             ans = ans.with_avps(cx.cx_application())
@@ -289,6 +306,7 @@ def test_taking_is_decoding(requests: list[Message], answer_too: bool) -> None:
             )
             (a_p,) = of(plain.deliver(plain.server.send_answer(ans), plain.client), AnswerReceived)
             assert a_h.answer == a_p.answer and a_h.request == sent_h
+            assert typed(a_h.answer) == typed(a_p.answer)
     assert hops.mismatches == malformed
     assert hops.taken == len(requests) + (len(requests) - malformed if answer_too else 0)
 
