@@ -39,6 +39,7 @@ from imsp2pd.diameter.dictionary import Dictionary, default_dictionary
 from imsp2pd.diameter.errors import DecodeError, FramingError, PeerUnavailable
 from imsp2pd.diameter.message import (
     Framer,
+    Header,
     Message,
     answer,
     decode_header,
@@ -482,40 +483,50 @@ class PeerConnection:
     # Frames -------------------------------------------------------------------
 
     def _frame(self, frame: bytes, now: float) -> list[Event]:
-        header = decode_header(frame)
-        if (
-            header.is_request
-            and self.peer is not None
-            and header.code not in BASE_COMMANDS
-            and header.application not in self.peer.applications
-            and Application.RELAY not in self.peer.applications
-        ):
-            # Checked on the header alone: the body of another application's
-            # command may not even decode with our dictionary.
-            reply = answer(
-                header,
-                self.local.origin_host,
-                self.local.origin_realm,
-                ResultCode.APPLICATION_UNSUPPORTED,
-                session_id=session_id_of(frame),
-                error_message=f"application {header.application} was not negotiated",
-                dictionary=self.dictionary,
-            )
-            return [Send(reply.encode())]
         hops = self._hops
         msg = hops.take(frame) if hops is not None else None
         if msg is None:
+            header = decode_header(frame)
+            if header.is_request and self._not_negotiated(header.code, header.application):
+                return self._refuse(header, frame)
             try:
                 msg = decode_message(frame, self.dictionary, header)
             except DecodeError as exc:
                 return self._undecodable(exc, frame, now)
             except FramingError as exc:
                 return self._shutdown(f"framing error: {exc.reason}", now)
+        elif msg.flags & _REQUEST and self._not_negotiated(msg.code, msg.application):
+            # a message taken has the header its bytes have: refused alike
+            return self._refuse(msg.header, frame)
         if self.state is PeerState.WAIT_CER:
             return self._in_wait_cer(msg, now)
         if self.state is PeerState.WAIT_CEA:
             return self._in_wait_cea(msg, now)
         return self._in_open(msg, now)
+
+    def _not_negotiated(self, code: int, application: int) -> bool:
+        """A request of an application the capability exchange did not agree on?"""
+        peer = self.peer
+        return (
+            peer is not None
+            and code not in BASE_COMMANDS
+            and application not in peer.applications
+            and Application.RELAY not in peer.applications
+        )
+
+    def _refuse(self, header: Header, frame: bytes) -> list[Event]:
+        # Checked on the header alone: the body of another application's
+        # command may not even decode with our dictionary.
+        reply = answer(
+            header,
+            self.local.origin_host,
+            self.local.origin_realm,
+            ResultCode.APPLICATION_UNSUPPORTED,
+            session_id=session_id_of(frame),
+            error_message=f"application {header.application} was not negotiated",
+            dictionary=self.dictionary,
+        )
+        return [Send(reply.encode())]
 
     def _undecodable(self, exc: DecodeError, frame: bytes, now: float) -> list[Event]:
         assert exc.header is not None

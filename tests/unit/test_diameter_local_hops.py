@@ -175,21 +175,29 @@ def test_a_retransmission_is_its_own_bytes() -> None:
     assert got[0] is first and got[1] is second and got[1].end_to_end == first.end_to_end
 
 
-def test_an_unnegotiated_application_is_refused_before_taking() -> None:
-    hops = local_hops()
-    p = HopPair(hops)
-    ccr = request(
-        Command.CREDIT_CONTROL, Application.CREDIT_CONTROL, lir().avps, hop_by_hop=5, end_to_end=6
-    )
-    data = ccr.encode()
-    hops.put(data, ccr, *SERVER)
-    events = p.server.data_received(data, p.now)
-    assert not of(events, IncomingRequest)
-    (reply,) = [
-        decode_message(f, D) for e in events if isinstance(e, Send) for f in Framer().feed(e.data)
-    ]
-    assert reply.result_code == ResultCode.APPLICATION_UNSUPPORTED
-    assert hops.taken == 0
+def test_an_unnegotiated_application_is_refused_when_taken_too() -> None:
+    """The application check of the header holds for a message taken: the
+    same refusal, byte for byte, as for its bytes decoded."""
+    replies = []
+    for kept in (True, False):
+        hops = local_hops()
+        p = HopPair(hops)
+        ccr = request(
+            Command.CREDIT_CONTROL,
+            Application.CREDIT_CONTROL,
+            lir().avps,
+            hop_by_hop=5,
+            end_to_end=6,
+        )
+        data = ccr.encode()
+        if kept:
+            hops.put(data, ccr, *SERVER)
+        events = p.server.data_received(data, p.now)
+        assert not of(events, IncomingRequest) and hops.taken == kept
+        replies.append([e.data for e in events if isinstance(e, Send)])
+    assert replies[0] == replies[1]
+    ((reply,),) = [[decode_message(f, D) for f in Framer().feed(data)] for data in replies[0]]
+    assert reply.result_code == ResultCode.APPLICATION_UNSUPPORTED and reply.hop_by_hop == 5
 
 
 def test_the_check_counts_a_mismatch_and_uses_the_decoded_message() -> None:
