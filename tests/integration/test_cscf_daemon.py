@@ -140,6 +140,12 @@ class CscfDaemonTests(TestCase):
         # IMSP2P_CHECK_LOCAL_HOPS) and found equal to what was taken
         self.assertGreaterEqual(metrics['imsp2p_local_hops_total{protocol="sip",kind="taken"}'], 8)
         self.assertEqual(metrics['imsp2p_local_hops_total{protocol="sip",kind="mismatch"}'], 0)
+        # and so were the Cx requests and answers between the I-/S-CSCF and the HSS
+        # (UAR, MAR, UAR, SAR and their answers), each decoded all the same
+        self.assertGreaterEqual(
+            metrics['imsp2p_local_hops_total{protocol="diameter",kind="taken"}'], 8
+        )
+        self.assertEqual(metrics['imsp2p_local_hops_total{protocol="diameter",kind="mismatch"}'], 0)
         # the same over TLS to the P-CSCF's TLS port (the lab CA is trusted)
         resp = yield self.register(Target("TLS", "127.0.0.1", self.tls), "alice-pass")
         self.assertEqual(resp.status, 200)
