@@ -7,7 +7,11 @@ single worker thread (so the reactor thread never waits on the disk) with
 ``BEGIN IMMEDIATE`` and ``synchronous=FULL``: a commit is on disk before the
 Deferred fires, so an acknowledged write survives ``kill -9``. The worker
 commits in groups: the transactions queued while one commit is on its way
-to the disk share the next commit, each in its own savepoint.
+to the disk share the next commit, each in its own savepoint; and while
+commits carry more than one transaction (a busy store), the worker waits
+``gather`` seconds (2 ms) after the first transaction of the next batch
+before it begins: fewer, larger commits (a third as many in a burst of
+registrations), at a few milliseconds of latency only under load.
 
 Without a reactor (unit tests, command-line tools) transactions run inline
 and :meth:`SQLiteStore.transact` returns an already-fired Deferred.
@@ -180,11 +184,16 @@ class SQLiteStore:
     committing waits for the next one; a lone transaction commits at once.
     """
 
-    def __init__(self, path: str | Path, reactor: Any = None, max_batch: int = 256) -> None:
+    def __init__(
+        self, path: str | Path, reactor: Any = None, max_batch: int = 256, gather: float = 0.002
+    ) -> None:
         if max_batch < 1:
             raise StoreError("store: max_batch must be at least 1")
+        if gather < 0:
+            raise StoreError("store: gather must not be negative")
         self.path = Path(path)
         self.max_batch = max_batch
+        self.gather = gather
         self._reactor = reactor
         self._known: dict[str, tuple[str, ...]] = {}
         self._conn: sqlite3.Connection | None = None
@@ -283,16 +292,20 @@ class SQLiteStore:
 
     def _work(self) -> None:
         """The worker thread: take what is queued, commit it as one batch, repeat."""
+        busy = False  # the last batch held more than one transaction
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
                     self._cond.wait()
                 if not self._queue:
                     return
+            if busy and self.gather and not self._stopping:
+                time.sleep(self.gather)  # let the batch fill (the GIL is released)
             with self._lock:
                 with self._cond:
                     n = min(len(self._queue), self.max_batch)
                     batch = [self._queue.popleft() for _ in range(n)]
+                busy = n > 1
                 if not batch:  # close() took them
                     continue
                 try:

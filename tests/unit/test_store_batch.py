@@ -10,6 +10,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,40 @@ def test_batches_are_bounded(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StoreError):
         SQLiteStore(tmp_path / "x.sqlite", reactor, max_batch=0)
+
+
+def test_a_busy_store_gathers_the_next_batch(tmp_path: Path) -> None:
+    """After a commit of several transactions, the worker waits ``gather``
+    before the next batch: transactions arriving apart share its commit; a
+    store that committed one transaction alone commits the next at once."""
+    reactor = ThreadReactor()
+    s = SQLiteStore(tmp_path / "s.sqlite", reactor, gather=0.5)
+    s.migrate([M1])
+    s.start()
+    out = Outcomes()
+    release = blocker(s, out)  # a batch of one: not busy
+    for name in ("a", "b"):
+        out.watch(s.transact(put(name)), name)
+    release.set()
+    reactor.pump(lambda: len(out) == 3)
+    assert (s.commits, s.committed) == (2, 3)  # the blocker, then a and b: busy
+    out.watch(s.transact(put("c")), "c")
+    time.sleep(0.1)  # well inside the gather
+    out.watch(s.transact(put("d")), "d")
+    reactor.pump(lambda: len(out) == 5)
+    assert [n for n, _ in out.fired] == ["blocker", "a", "b", "c", "d"]
+    assert (s.commits, s.committed) == (3, 5)  # c and d shared one commit
+    # that was busy too; now one alone (after the gather), then one more at once
+    out.watch(s.transact(put("e")), "e")
+    reactor.pump(lambda: len(out) == 6)
+    started = time.monotonic()
+    out.watch(s.transact(put("f")), "f")
+    reactor.pump(lambda: len(out) == 7)
+    assert time.monotonic() - started < 0.4
+    assert (s.commits, s.committed) == (5, 7)
+    s.close()
+    with pytest.raises(StoreError):
+        SQLiteStore(tmp_path / "x.sqlite", reactor, gather=-1)
 
 
 def test_a_failing_transaction_undoes_only_its_own_writes(store: Any) -> None:
