@@ -120,10 +120,6 @@ def sip_metrics(hub: Any) -> SipMetrics:
     return found
 
 
-def _parse_datagram(data: bytes) -> Message:
-    return parse_message(data)
-
-
 def sip_local_hops(hub: Any) -> local_hops.LocalHops[Message]:
     """The process's SIP :class:`~imsp2pd.local_hops.LocalHops`, for :func:`make_node`."""
-    return local_hops.for_process(hub, "sip", _parse_datagram)
+    return local_hops.for_process(hub, "sip", parse_message)

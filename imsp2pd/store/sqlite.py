@@ -10,8 +10,8 @@ commits in groups: the transactions queued while one commit is on its way
 to the disk share the next commit, each in its own savepoint; and while
 commits carry more than one transaction (a busy store), the worker waits
 ``gather`` seconds (2 ms) after the first transaction of the next batch
-before it begins: fewer, larger commits (a third as many in a burst of
-registrations), at a few milliseconds of latency only under load.
+before it begins: fewer, larger commits in a burst of registrations, at a
+few milliseconds of latency only under load.
 
 Without a reactor (unit tests, command-line tools) transactions run inline
 and :meth:`SQLiteStore.transact` returns an already-fired Deferred.
