@@ -99,7 +99,7 @@ class AsRole(Role):
         from imsp2pd.content.publish import PublishDesk
         from imsp2pd.content.purchase import DeskConfig, PurchaseDesk
         from imsp2pd.diameter.codes import Application
-        from imsp2pd.diameter.node import DiameterNode, PeerConfig
+        from imsp2pd.diameter.node import DiameterNode, PeerConfig, diameter_local_hops
         from imsp2pd.diameter.peer import LocalConfig
         from imsp2pd.httpclient import JsonClient
         from imsp2pd.sip.proxy import Target
@@ -135,6 +135,8 @@ class AsRole(Role):
             LocalConfig(s["origin_host"], realm, auth_applications=(Application.CREDIT_CONTROL,)),
             peers=[PeerConfig(s["ocs_host"], realm, ocs_host, ocs_port)],
             metrics=hub.metrics,
+            # an OCS in this process takes the CCRs as sent, the AS its CCAs
+            local_hops=diameter_local_hops(hub),
         )
         catalogue = Catalogue(store, reactor.seconds)
         purchases = PurchaseDesk(

@@ -85,7 +85,7 @@ class OcsRole(Role):
 
     def build(self, config: Config, store: Store, reactor: Any, hub: Hub) -> Any:
         from imsp2pd.diameter.codes import Application
-        from imsp2pd.diameter.node import DiameterNode
+        from imsp2pd.diameter.node import DiameterNode, diameter_local_hops
         from imsp2pd.diameter.peer import LocalConfig
         from imsp2pd.ims.ocs import AccountError, OnlineChargingSystem
         from imsp2pd.web import HttpError
@@ -104,7 +104,12 @@ class OcsRole(Role):
             auth_applications=(Application.CREDIT_CONTROL,),
         )
         node = DiameterNode(
-            reactor, local, handler=lambda msg, peer: ocs.handle_ccr(msg), metrics=hub.metrics
+            reactor,
+            local,
+            handler=lambda msg, peer: ocs.handle_ccr(msg),
+            metrics=hub.metrics,
+            # an AS in this process: its CCRs are taken as sent, not decoded again
+            local_hops=diameter_local_hops(hub),
         )
         hub.add_check(
             "ocs", lambda: {"ok": True, "peers": [p.origin_host for p in node.open_peers()]}

@@ -21,6 +21,12 @@ A CCR EVENT as built here::
 
 Amounts are decimals (``Decimal("2.50")`` → Value-Digits 250, Exponent -2);
 currencies are ISO 4217 codes (EUR = 978).
+
+A CCR and a CCA built here are what decoding their bytes gives, value for
+value and type for type: plain ints where the codes are IntEnums, and an
+Event-Timestamp in whole seconds (the Time type carries no more), so that an
+OCS in the AS's process may take the AS's CCR from the local hops
+(imsp2pd.local_hops) instead of decoding it, and the AS the OCS's CCA.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ def shown_amount(amount: Decimal, currency: int) -> str:
 
 
 NODE_FUNCTIONALITY_AS = 6
+
+# the codes as plain ints, as a receiver decodes them (not IntEnums)
+_CREDIT_CONTROL = int(Application.CREDIT_CONTROL)
+_EVENT_REQUEST = int(CcRequestType.EVENT_REQUEST)
+_SIP_URI = int(SubscriptionIdType.END_USER_SIP_URI)
 
 
 class CcrError(Exception):
@@ -186,21 +197,32 @@ def build_ccr(
     if destination_host:
         avps.append(d.make(AvpCode.DESTINATION_HOST, destination_host))
     avps += [
-        d.make(AvpCode.AUTH_APPLICATION_ID, Application.CREDIT_CONTROL),
+        d.make(AvpCode.AUTH_APPLICATION_ID, _CREDIT_CONTROL),
         d.make(AvpCode.SERVICE_CONTEXT_ID, SERVICE_CONTEXT_IMS),
-        d.make(AvpCode.CC_REQUEST_TYPE, CcRequestType.EVENT_REQUEST),
+        d.make(AvpCode.CC_REQUEST_TYPE, _EVENT_REQUEST),
         d.make(AvpCode.CC_REQUEST_NUMBER, 0),
-        d.make(AvpCode.EVENT_TIMESTAMP, event_time or datetime.now(UTC)),
-        d.make(AvpCode.REQUESTED_ACTION, action),
+        d.make(AvpCode.EVENT_TIMESTAMP, event_timestamp(event_time)),
+        d.make(AvpCode.REQUESTED_ACTION, int(action)),
         d.group(
             AvpCode.SUBSCRIPTION_ID,
-            d.make(AvpCode.SUBSCRIPTION_ID_TYPE, SubscriptionIdType.END_USER_SIP_URI),
+            d.make(AvpCode.SUBSCRIPTION_ID_TYPE, _SIP_URI),
             d.make(AvpCode.SUBSCRIPTION_ID_DATA, impu),
         ),
         d.group(AvpCode.REQUESTED_SERVICE_UNIT, money(d, amount, currency)),
         d.group(TgppAvp.SERVICE_INFORMATION, d.group(TgppAvp.IMS_INFORMATION, *ims)),
     ]
-    return request(Command.CREDIT_CONTROL, Application.CREDIT_CONTROL, avps)
+    return request(Command.CREDIT_CONTROL, _CREDIT_CONTROL, avps)
+
+
+def event_timestamp(when: datetime | None = None) -> datetime:
+    """``when`` (default now) rounded down to the second, in UTC if it is
+    aware: what the Time type carries, so what a receiver decodes (a naive
+    ``when`` stays naive, and the encoder refuses it as before)."""
+    if when is None:
+        when = datetime.now(UTC)
+    elif when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.replace(microsecond=0)
 
 
 def parse_ccr(msg: Message) -> CreditRequest:
@@ -297,12 +319,12 @@ def build_cca(
 ) -> Message:
     d = dictionary or default_dictionary()
     avps = [
-        d.make(AvpCode.AUTH_APPLICATION_ID, Application.CREDIT_CONTROL),
+        d.make(AvpCode.AUTH_APPLICATION_ID, _CREDIT_CONTROL),
         d.make(
             AvpCode.CC_REQUEST_TYPE,
-            ccr.get_int(AvpCode.CC_REQUEST_TYPE) or CcRequestType.EVENT_REQUEST,
+            int(ccr.get_int(AvpCode.CC_REQUEST_TYPE) or _EVENT_REQUEST),
         ),
-        d.make(AvpCode.CC_REQUEST_NUMBER, ccr.get_int(AvpCode.CC_REQUEST_NUMBER) or 0),
+        d.make(AvpCode.CC_REQUEST_NUMBER, int(ccr.get_int(AvpCode.CC_REQUEST_NUMBER) or 0)),
     ]
     if (
         result.result_code == ResultCode.SUCCESS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -228,6 +229,18 @@ completion_poll = 0.2
         self.assertEqual(seeding["doi"], doi)
         return doi, seeding, resp.get("SIP-ETag")
 
+    @inlineCallbacks
+    def local_hops(self):
+        """imsp2p_local_hops_total on the daemon's /metrics: {(protocol, kind): n}."""
+        reply = yield self.admin.get("/metrics")
+        self.assertEqual(reply.status, 200)
+        found = re.findall(
+            r'^imsp2p_local_hops_total\{protocol="(\w+)",kind="(\w+)"\} (\S+)$',
+            reply.body.decode(),
+            re.M,
+        )
+        return {(proto, kind): float(n) for proto, kind, n in found}
+
     def announce(self, announce_url: str, info_hash: str, left: int):
         return announce(reactor, announce_url, info_hash, left)
 
@@ -287,6 +300,12 @@ completion_poll = 0.2
         self.assertEqual(
             sorted((r["impu"], r["result_code"]) for r in records), [(ALICE, 2001), (DAVE, 4012)]
         )
+        # the AS and the OCS share the daemon: the two CCRs and their CCAs were
+        # taken as sent over loopback, not decoded again; each was decoded all
+        # the same (the tests set IMSP2P_CHECK_LOCAL_HOPS) and found equal
+        metrics = yield self.local_hops()
+        self.assertGreaterEqual(metrics["diameter", "taken"], 4)
+        self.assertEqual(metrics["diameter", "mismatch"], 0)
 
         # takedown by the operator: swarm disabled, no more sales
         reply = yield self.admin.request("DELETE", f"/admin/content/{doi}")
