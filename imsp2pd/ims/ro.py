@@ -132,7 +132,7 @@ def read_money(cc_money: Avp) -> tuple[Decimal, int]:
             ResultCode.MISSING_AVP, "CC-Money without Unit-Value", _empty(AvpCode.UNIT_VALUE)
         )
     digits = unit.get(AvpCode.VALUE_DIGITS)
-    exponent = unit.get(AvpCode.EXPONENT, 0)
+    exponent = unit.get(AvpCode.EXPONENT, default=0)
     if not isinstance(digits, int):
         raise CcrError(
             ResultCode.MISSING_AVP, "Unit-Value without Value-Digits", _empty(AvpCode.VALUE_DIGITS)

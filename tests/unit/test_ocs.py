@@ -18,6 +18,7 @@ from imsp2pd.ims.ro import (
     build_ccr,
     parse_ccr,
     read_cca,
+    read_money,
 )
 from imsp2pd.store import SQLiteStore
 
@@ -81,6 +82,16 @@ def test_ccr_round_trip() -> None:
     )
     assert parse_ccr(ccr(amount="100")).amount == Decimal("100")
     assert parse_ccr(ccr(amount="0.001")).amount == Decimal("0.001")
+
+
+def test_a_unit_value_without_exponent_is_whole_units() -> None:
+    # Exponent is optional in Unit-Value (RFC 4006 §8.8): absent, it is 0
+    money = D.group(
+        AvpCode.CC_MONEY,
+        D.group(AvpCode.UNIT_VALUE, D.make(AvpCode.VALUE_DIGITS, 7)),
+        D.make(AvpCode.CURRENCY_CODE, EUR),
+    )
+    assert read_money(money) == (Decimal(7), EUR)
 
 
 @pytest.mark.parametrize(
