@@ -28,8 +28,9 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-#: the modules compiled: what a SIP request, a Diameter exchange and the
-#: CSCFs' decisions run through, thousands of times a second
+#: the modules compiled: what a SIP request, a Diameter exchange, the
+#: CSCFs' decisions and the store's worker run through, thousands of times a
+#: second
 MODULES: tuple[str, ...] = (
     "imsp2pd.sip.headers",
     "imsp2pd.sip.uri",
@@ -50,6 +51,11 @@ MODULES: tuple[str, ...] = (
     "imsp2pd.diameter.peer",
     "imsp2pd.diameter.node",
     "imsp2pd.diameter.protocol",
+    "imsp2pd.diameter.cx",
+    "imsp2pd.diameter.dictionary",
+    "imsp2pd.store.sqlite",
+    "imsp2pd.local_hops",
+    "imsp2pd.metrics",
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
