@@ -183,6 +183,12 @@ def free_port() -> int:
         return port
 
 
+#: sipp's socket buffers (its default is 64 KiB, which drops responses the
+#: daemon sends back to back after a busy reactor turn: one sipp stands for
+#: every UE): as large as the daemon's own, for every sipp of every path
+SIPP_BUFFER = str(4 << 20)
+
+
 def sipp(
     workdir: Path, scenario: str, target: str, *extra: str, timeout: float = 60
 ) -> tuple[float, int, int, list[float]]:
@@ -195,6 +201,7 @@ def sipp(
     start = time.perf_counter()
     proc = subprocess.run(
         [SIPP or "sipp", "-sf", str(xml), "-i", "127.0.0.1", "-nostdin", "-timeout", str(int(timeout)),
+         "-buff_size", SIPP_BUFFER,
          "-recv_timeout", "4000", "-default_behaviors", "all,-bye",
          "-trace_stat", "-stf", str(workdir / "stat.csv"), "-trace_rtt", "-rtt_freq", "1",
          *extra, target],
@@ -224,7 +231,8 @@ def uas(work: Path, scenario: str, port: int) -> subprocess.Popen[bytes]:
     """A sipp UAS on ``port`` (the AS, or the target of the direct and
     Kamailio runs), in the foreground of its own process, on the load cores."""
     return subprocess.Popen(
-        [SIPP or "sipp", "-sf", str(work / scenario), "-i", "127.0.0.1", "-p", str(port), "-nostdin"],
+        [SIPP or "sipp", "-sf", str(work / scenario), "-i", "127.0.0.1", "-p", str(port), "-nostdin",
+         "-buff_size", SIPP_BUFFER],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=pinned(LOAD_CORES),
     )  # fmt: skip
