@@ -51,7 +51,8 @@ def ccr(
 
 
 def replace(msg: Message, code: int, avp) -> Message:
-    avps = tuple(avp if a.code == code else a for a in msg.avps)
+    """``msg`` with its base (vendor 0) AVP ``code`` replaced by ``avp``."""
+    avps = tuple(avp if a.code == code and not a.vendor else a for a in msg.avps)
     return Message(msg.code, msg.application, msg.flags, msg.hop_by_hop, msg.end_to_end, avps)
 
 
@@ -62,7 +63,7 @@ def drop(msg: Message, code: int) -> Message:
         msg.flags,
         msg.hop_by_hop,
         msg.end_to_end,
-        tuple(a for a in msg.avps if a.code != code),
+        tuple(a for a in msg.avps if a.code != code or a.vendor),
     )
 
 

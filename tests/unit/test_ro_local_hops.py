@@ -40,6 +40,7 @@ from imsp2pd.local_hops import LocalHops
 from imsp2pd.store import SQLiteStore
 from tests.unit.test_diameter_local_hops import typed
 from tests.unit.test_diameter_peer import of
+from tests.unit.test_ocs import drop, replace
 
 D = default_dictionary()
 REALM = "ims.example.org"
@@ -129,30 +130,8 @@ def int_avp(code: int, value: int) -> Any:
     return D.make(code, value)  # a plain int, as decoded
 
 
-def _replace(msg: Message, code: int, avp: Any) -> Message:
-    return Message(
-        msg.code,
-        msg.application,
-        msg.flags,
-        msg.hop_by_hop,
-        msg.end_to_end,
-        tuple(avp if a.code == code and not a.vendor else a for a in msg.avps),
-    )
-
-
-def _drop(msg: Message, code: int) -> Message:
-    return Message(
-        msg.code,
-        msg.application,
-        msg.flags,
-        msg.hop_by_hop,
-        msg.end_to_end,
-        tuple(a for a in msg.avps if a.code != code or a.vendor),
-    )
-
-
 def _money(msg: Message, cc_money: Any) -> Message:
-    return _replace(
+    return replace(
         msg, AvpCode.REQUESTED_SERVICE_UNIT, D.group(AvpCode.REQUESTED_SERVICE_UNIT, cc_money)
     )
 
@@ -162,7 +141,7 @@ def _money(msg: Message, cc_money: Any) -> Message:
 #: Result-Code the OCS answers it with
 MALFORMED = {
     "initial": (
-        lambda m: _replace(
+        lambda m: replace(
             m,
             AvpCode.CC_REQUEST_TYPE,
             int_avp(AvpCode.CC_REQUEST_TYPE, CcRequestType.INITIAL_REQUEST.value),
@@ -170,31 +149,31 @@ MALFORMED = {
         ResultCode.INVALID_AVP_VALUE,
     ),
     "update": (
-        lambda m: _replace(
-            _replace(m, AvpCode.CC_REQUEST_TYPE, int_avp(AvpCode.CC_REQUEST_TYPE, 2)),
+        lambda m: replace(
+            replace(m, AvpCode.CC_REQUEST_TYPE, int_avp(AvpCode.CC_REQUEST_TYPE, 2)),
             AvpCode.CC_REQUEST_NUMBER,
             int_avp(AvpCode.CC_REQUEST_NUMBER, 3),
         ),
         ResultCode.INVALID_AVP_VALUE,
     ),
     "termination": (
-        lambda m: _replace(m, AvpCode.CC_REQUEST_TYPE, int_avp(AvpCode.CC_REQUEST_TYPE, 3)),
+        lambda m: replace(m, AvpCode.CC_REQUEST_TYPE, int_avp(AvpCode.CC_REQUEST_TYPE, 3)),
         ResultCode.INVALID_AVP_VALUE,
     ),
     "other application": (
-        lambda m: _replace(
+        lambda m: replace(
             m, AvpCode.AUTH_APPLICATION_ID, int_avp(AvpCode.AUTH_APPLICATION_ID, 16777216)
         ),
         ResultCode.INVALID_AVP_VALUE,
     ),
-    "no action": (lambda m: _drop(m, AvpCode.REQUESTED_ACTION), ResultCode.MISSING_AVP),
+    "no action": (lambda m: drop(m, AvpCode.REQUESTED_ACTION), ResultCode.MISSING_AVP),
     "price enquiry": (
-        lambda m: _replace(m, AvpCode.REQUESTED_ACTION, int_avp(AvpCode.REQUESTED_ACTION, 3)),
+        lambda m: replace(m, AvpCode.REQUESTED_ACTION, int_avp(AvpCode.REQUESTED_ACTION, 3)),
         ResultCode.INVALID_AVP_VALUE,
     ),
-    "no subscription": (lambda m: _drop(m, AvpCode.SUBSCRIPTION_ID), ResultCode.MISSING_AVP),
+    "no subscription": (lambda m: drop(m, AvpCode.SUBSCRIPTION_ID), ResultCode.MISSING_AVP),
     "no service unit": (
-        lambda m: _drop(m, AvpCode.REQUESTED_SERVICE_UNIT),
+        lambda m: drop(m, AvpCode.REQUESTED_SERVICE_UNIT),
         ResultCode.MISSING_AVP,
     ),
     "no unit value": (
